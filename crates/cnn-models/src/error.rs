@@ -1,0 +1,71 @@
+//! The errors a user can cause: each names what is wrong and, where there is one, the fix.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown architecture '{name}' (known: {known})")]
+    UnknownArch { name: String, known: String },
+
+    #[error("{arch} needs at least 1 class, got 0")]
+    NoClasses { arch: String },
+
+    #[error("{arch} needs an input of at least {min}x{min} pixels, got {height}x{width}")]
+    ImageTooSmall {
+        arch: String,
+        min: usize,
+        height: usize,
+        width: usize,
+    },
+
+    #[error("{arch} expects input (batch, 3, height, width), got {shape:?}")]
+    BadInput { arch: String, shape: Vec<usize> },
+
+    #[error("{path}: cannot read weights: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+
+    #[error("{path}: holds a classifier for {file_classes} classes but the model has {model_classes}: pass --num-classes {file_classes}")]
+    ClassCountMismatch {
+        path: PathBuf,
+        file_classes: usize,
+        model_classes: usize,
+    },
+
+    #[error("{path}: does not match {arch}:{}", describe_mismatch(.missing, .unexpected, .wrong_shapes))]
+    WeightsMismatch {
+        path: PathBuf,
+        arch: String,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        /// (name, shape in the file, shape the model expects)
+        wrong_shapes: Vec<(String, Vec<usize>, Vec<usize>)>,
+    },
+
+    #[error("{path}: cannot write weights: {reason}")]
+    Unwritable { path: PathBuf, reason: String },
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+fn describe_mismatch(
+    missing: &[String],
+    unexpected: &[String],
+    wrong: &[(String, Vec<usize>, Vec<usize>)],
+) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(" missing tensors: {}", missing.join(", ")));
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!(" unexpected tensors: {}", unexpected.join(", ")));
+    }
+    if !wrong.is_empty() {
+        let shapes: Vec<_> = wrong
+            .iter()
+            .map(|(n, file, model)| format!("{n} is {file:?} in the file, {model:?} in the model"))
+            .collect();
+        parts.push(format!(" wrong shapes: {}", shapes.join("; ")));
+    }
+    parts.join(";")
+}

@@ -1,0 +1,254 @@
+//! The layers the networks are built from, each holding its tensors under torchvision's
+//! names, plus the builder that creates and registers them with seeded initial values.
+
+use crate::init::{Init, InitRng};
+use crate::ops;
+use crate::params::{ParamKind, ParamStore};
+use crate::pass::Pass;
+use candle_core::{Device, Result, Tensor, Var};
+
+/// Creates layers, draws their initial values in order from one seeded stream, and
+/// registers their tensors by name.
+pub struct Builder {
+    store: ParamStore,
+    rng: InitRng,
+    device: Device,
+}
+
+impl Builder {
+    pub fn new(seed: u64, device: &Device) -> Self {
+        Self {
+            store: ParamStore::default(),
+            rng: InitRng::new(seed),
+            device: device.clone(),
+        }
+    }
+
+    pub fn into_store(self) -> ParamStore {
+        self.store
+    }
+
+    fn tensor(
+        &mut self,
+        name: String,
+        shape: &[usize],
+        init: Init,
+        kind: ParamKind,
+    ) -> Result<Var> {
+        let len = shape.iter().product();
+        let values = self.rng.draw(init, len);
+        let var = Var::from_tensor(&Tensor::from_vec(values, shape, &self.device)?)?;
+        self.store.push(name, var.clone(), kind);
+        Ok(var)
+    }
+
+    /// `nn.Conv2d(cin, cout, kernel, stride, padding, bias)` initialised with `weight_init`
+    /// (bias, when present, always gets PyTorch's default).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+        weight_init: Init,
+    ) -> Result<Conv2d> {
+        let fan_in = cin * kernel * kernel;
+        let weight = self.tensor(
+            format!("{name}.weight"),
+            &[cout, cin, kernel, kernel],
+            weight_init,
+            ParamKind::Trainable,
+        )?;
+        let bias = match bias {
+            true => Some(self.tensor(
+                format!("{name}.bias"),
+                &[cout],
+                Init::TorchDefault { fan_in },
+                ParamKind::Trainable,
+            )?),
+            false => None,
+        };
+        Ok(Conv2d {
+            name: name.to_string(),
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    /// `nn.BatchNorm2d(channels)`: weight 1, bias 0, running mean 0, running var 1.
+    pub fn batch_norm2d(&mut self, name: &str, channels: usize) -> Result<BatchNorm2d> {
+        let mut t = |suffix: &str, value, kind| {
+            self.tensor(
+                format!("{name}.{suffix}"),
+                &[channels],
+                Init::Constant(value),
+                kind,
+            )
+        };
+        Ok(BatchNorm2d {
+            name: name.to_string(),
+            weight: t("weight", 1.0, ParamKind::Trainable)?,
+            bias: t("bias", 0.0, ParamKind::Trainable)?,
+            running_mean: t("running_mean", 0.0, ParamKind::Buffer)?,
+            running_var: t("running_var", 1.0, ParamKind::Buffer)?,
+            momentum: 0.1,
+            eps: 1e-5,
+        })
+    }
+
+    /// `nn.Linear(inputs, outputs)` with PyTorch's default initialisation.
+    pub fn linear(&mut self, name: &str, inputs: usize, outputs: usize) -> Result<Linear> {
+        let init = Init::TorchDefault { fan_in: inputs };
+        Ok(Linear {
+            name: name.to_string(),
+            weight: self.tensor(
+                format!("{name}.weight"),
+                &[outputs, inputs],
+                init,
+                ParamKind::Trainable,
+            )?,
+            bias: self.tensor(
+                format!("{name}.bias"),
+                &[outputs],
+                init,
+                ParamKind::Trainable,
+            )?,
+        })
+    }
+}
+
+/// `nn.Conv2d`.
+pub struct Conv2d {
+    name: String,
+    weight: Var,
+    bias: Option<Var>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let y = ops::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_deref(),
+            self.stride,
+            self.padding,
+        )?;
+        let params = self.weight.elem_count() + self.bias.as_ref().map_or(0, |b| b.elem_count());
+        pass.record(&self.name, "Conv2d", &y, params);
+        Ok(y)
+    }
+}
+
+/// `nn.BatchNorm2d` with PyTorch's momentum 0.1 and eps 1e-5.
+pub struct BatchNorm2d {
+    name: String,
+    weight: Var,
+    bias: Var,
+    running_mean: Var,
+    running_var: Var,
+    momentum: f64,
+    eps: f64,
+}
+
+impl BatchNorm2d {
+    /// Train mode also moves the running statistics towards the batch's.
+    pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let y = if pass.is_train() {
+            let (y, stats) = ops::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+            let m = self.momentum;
+            let blend = |old: &Var, new: &Tensor| -> Result<()> {
+                old.set(&((old.as_tensor() * (1.0 - m))? + (new * m)?)?)
+            };
+            blend(&self.running_mean, &stats.mean)?;
+            blend(&self.running_var, &stats.unbiased_var)?;
+            y
+        } else {
+            ops::batch_norm_eval(
+                x,
+                &self.weight,
+                &self.bias,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+            )?
+        };
+        pass.record(&self.name, "BatchNorm2d", &y, 2 * self.weight.elem_count());
+        Ok(y)
+    }
+}
+
+/// `nn.Linear`.
+pub struct Linear {
+    name: String,
+    weight: Var,
+    bias: Var,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let y = ops::linear(x, &self.weight, Some(&self.bias))?;
+        pass.record(
+            &self.name,
+            "Linear",
+            &y,
+            self.weight.elem_count() + self.bias.elem_count(),
+        );
+        Ok(y)
+    }
+}
+
+/// `nn.ReLU`, recorded under `name` in the summary.
+pub fn relu(x: &Tensor, name: &str, pass: &Pass) -> Result<Tensor> {
+    let y = ops::relu(x)?;
+    pass.record(name, "ReLU", &y, 0);
+    Ok(y)
+}
+
+/// `nn.MaxPool2d(kernel, stride, padding)`.
+pub fn max_pool2d(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    name: &str,
+    pass: &Pass,
+) -> Result<Tensor> {
+    let y = ops::max_pool2d(x, kernel, stride, padding)?;
+    pass.record(name, "MaxPool2d", &y, 0);
+    Ok(y)
+}
+
+/// `nn.AdaptiveAvgPool2d((h, w))`.
+pub fn adaptive_avg_pool2d(
+    x: &Tensor,
+    h: usize,
+    w: usize,
+    name: &str,
+    pass: &Pass,
+) -> Result<Tensor> {
+    let y = ops::adaptive_avg_pool2d(x, h, w)?;
+    pass.record(name, "AdaptiveAvgPool2d", &y, 0);
+    Ok(y)
+}
+
+/// `nn.Dropout(p)`: active in train mode only. `layer_id` makes each layer's mask distinct.
+pub fn dropout(x: &Tensor, p: f64, layer_id: u64, name: &str, pass: &Pass) -> Result<Tensor> {
+    let y = if pass.is_train() {
+        // SplitMix-style mixing so neighbouring seeds and ids give unrelated streams.
+        let seed = pass.dropout_seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ layer_id.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        ops::dropout(x, p, seed)?
+    } else {
+        x.clone()
+    };
+    pass.record(name, "Dropout", &y, 0);
+    Ok(y)
+}

@@ -1,0 +1,37 @@
+//! AlexNet and ResNet on candle, trainable and numerically equal to PyTorch's.
+//!
+//! Networks use torchvision's layout and tensor names, draw their initial values from a
+//! seeded generator with torchvision's distributions, load and save safetensors, and print
+//! a layer summary. Every op they call lives in [`ops`], the one place faster kernels go.
+//!
+//! ```no_run
+//! use cnn_models::{Model, Pass};
+//! use candle_core::{Device, Tensor};
+//! let model = Model::new("resnet18", 10, 0, &Device::Cpu)?;
+//! let x = Tensor::zeros((2, 3, 224, 224), candle_core::DType::F32, &Device::Cpu)?;
+//! let logits = model.forward(&x, &Pass::eval())?; // (2, 10)
+//! println!("{}", model.summary(224, 64)?);
+//! # Ok::<(), cnn_models::ModelError>(())
+//! ```
+
+mod alexnet;
+mod error;
+mod init;
+mod layers;
+mod model;
+pub mod ops;
+mod params;
+mod pass;
+mod registry;
+mod resnet;
+mod summary;
+mod weights;
+
+pub use error::ModelError;
+pub use init::{Init, InitRng};
+pub use layers::Builder;
+pub use model::Model;
+pub use params::{Param, ParamKind, ParamStore};
+pub use pass::{LayerRecord, Mode, Pass};
+pub use registry::{find_arch, ArchSpec, Network, ARCHITECTURES};
+pub use summary::{thousands, Summary};

@@ -1,0 +1,46 @@
+//! Every tensor op the networks call, in one place, so faster kernels can replace them here.
+//!
+//! candle 0.11 lacks or gets wrong several ops these networks need for training: max-pool
+//! with padding and a backward when kernel != stride, adaptive average pooling, and a
+//! seedable dropout. They are implemented in the sub-modules; the rest forward to candle.
+
+mod adaptive_pool;
+mod batch_norm;
+mod dropout;
+mod max_pool;
+
+pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_bounds};
+pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormStats};
+pub use dropout::{dropout, dropout_mask};
+pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
+
+use candle_core::{Result, Tensor};
+
+/// 2-D convolution (NCHW input, OIHW kernel) with an optional per-channel bias.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let y = x.conv2d(weight, padding, stride, 1, 1)?;
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// Fully connected layer as PyTorch's `nn.Linear`: `x @ weight.T + bias`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&weight.t()?)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// Rectified linear unit.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    x.relu()
+}

@@ -1,0 +1,82 @@
+//! One forward pass's settings: train or eval mode, the dropout seed, and an optional
+//! recorder of each layer's output (for the layer summary).
+
+use candle_core::Tensor;
+use std::cell::RefCell;
+
+/// Train mode uses batch statistics and dropout; eval mode running statistics and no dropout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// One row of the layer summary: a module's name, type, output shape and own parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRecord {
+    /// torchvision's module path, e.g. `layer1.0.conv1`.
+    pub name: String,
+    /// Module type, e.g. `Conv2d`.
+    pub kind: &'static str,
+    /// Output shape of one sample (batch dimension left out).
+    pub output_shape: Vec<usize>,
+    /// Parameters held directly by this module (not its children).
+    pub params: usize,
+}
+
+/// Settings of one forward pass.
+pub struct Pass {
+    pub mode: Mode,
+    /// Seed of this pass's dropout masks (each dropout layer mixes in its own id).
+    pub dropout_seed: u64,
+    trace: Option<RefCell<Vec<LayerRecord>>>,
+}
+
+impl Pass {
+    /// Eval mode: running statistics, no dropout.
+    pub fn eval() -> Self {
+        Self {
+            mode: Mode::Eval,
+            dropout_seed: 0,
+            trace: None,
+        }
+    }
+
+    /// Train mode with dropout masks drawn from `dropout_seed`.
+    pub fn train(dropout_seed: u64) -> Self {
+        Self {
+            mode: Mode::Train,
+            dropout_seed,
+            trace: None,
+        }
+    }
+
+    /// An eval pass that records every layer's output shape.
+    pub(crate) fn tracing() -> Self {
+        Self {
+            mode: Mode::Eval,
+            dropout_seed: 0,
+            trace: Some(RefCell::new(Vec::new())),
+        }
+    }
+
+    pub fn is_train(&self) -> bool {
+        self.mode == Mode::Train
+    }
+
+    /// Note a layer's output when tracing; a no-op otherwise.
+    pub(crate) fn record(&self, name: &str, kind: &'static str, output: &Tensor, params: usize) {
+        if let Some(trace) = &self.trace {
+            trace.borrow_mut().push(LayerRecord {
+                name: name.to_string(),
+                kind,
+                output_shape: output.dims().iter().skip(1).copied().collect(),
+                params,
+            });
+        }
+    }
+
+    pub(crate) fn take_trace(self) -> Vec<LayerRecord> {
+        self.trace.map(RefCell::into_inner).unwrap_or_default()
+    }
+}
