@@ -3,15 +3,21 @@
 //! candle 0.11 lacks or gets wrong several ops these networks need for training: max-pool
 //! with padding and a backward when kernel != stride, adaptive average pooling, and a
 //! seedable dropout. They are implemented in the sub-modules; the rest forward to candle.
+//! On the CPU, convolution and batch norm run the project's own kernels (`cpu/`, chosen
+//! with [`set_cpu_kernels`]), measured faster than candle's in `docs/PERFORMANCE.md`.
 
 mod adaptive_pool;
 mod batch_norm;
+mod conv;
+mod cpu;
 mod dropout;
+mod kernels;
 mod max_pool;
 
 pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_bounds};
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormStats};
 pub use dropout::{dropout, dropout_mask};
+pub use kernels::{cpu_kernels, set_cpu_kernels, CpuKernels};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
 
 use candle_core::{Result, Tensor};
@@ -24,7 +30,7 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    let y = x.conv2d(weight, padding, stride, 1, 1)?;
+    let y = conv::conv2d_no_bias(x, weight, stride, padding)?;
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
         None => Ok(y),

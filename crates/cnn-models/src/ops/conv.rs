@@ -1,0 +1,196 @@
+//! 2-D convolution: on the CPU a custom op over the im2col + GEMM kernels in `cpu::conv`,
+//! elsewhere (CUDA) candle's own `conv2d`.
+
+use super::cpu::conv::{self as kernel, ConvGeom};
+use super::cpu::Element;
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+
+/// `conv2d(x, weight)` without bias, stride and zero padding the same along both axes.
+pub(crate) fn conv2d_no_bias(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let fast = x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.dtype() == weight.dtype()
+        && super::cpu_kernels().conv;
+    if !fast {
+        return x.conv2d(weight, padding, stride, 1, 1);
+    }
+    let op = Conv {
+        stride,
+        padding,
+        // Nothing upstream of the input learns (the first layer's images): skip its gradient.
+        input_grad: x.track_op(),
+    };
+    op.geometry(x.dims(), weight.dims())?;
+    x.contiguous()?.apply_op2(&weight.contiguous()?, op)
+}
+
+#[derive(Clone, Copy)]
+struct Conv {
+    stride: usize,
+    padding: usize,
+    input_grad: bool,
+}
+
+impl Conv {
+    fn geometry(&self, x: &[usize], w: &[usize]) -> Result<ConvGeom> {
+        let (&[n, cin, h, wd], &[cout, wcin, kh, kw]) = (x, w) else {
+            bail!("conv2d: expected 4-d input and kernel, got {x:?} and {w:?}")
+        };
+        if cin != wcin {
+            bail!("conv2d: input has {cin} channels, kernel expects {wcin}")
+        }
+        if self.stride == 0 {
+            bail!("conv2d: stride must be positive")
+        }
+        let size = |len: usize, k: usize| {
+            (len + 2 * self.padding)
+                .checked_sub(k)
+                .map(|d| d / self.stride + 1)
+        };
+        let (Some(oh), Some(ow)) = (size(h, kh), size(wd, kw)) else {
+            bail!(
+                "conv2d: input {h}x{wd} (padding {}) is smaller than the {kh}x{kw} kernel",
+                self.padding
+            )
+        };
+        Ok(ConvGeom {
+            n,
+            cin,
+            h,
+            w: wd,
+            cout,
+            kh,
+            kw,
+            stride: self.stride,
+            pad: self.padding,
+            oh,
+            ow,
+        })
+    }
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("conv2d: expected contiguous tensors"),
+    }
+}
+
+/// Runs `f` on two same-typed CPU storages, f32 or f64.
+fn dispatch(
+    name: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f32_fn: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
+    f64_fn: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            CpuStorage::F32(f32_fn(slice(a, l1)?, slice(b, l2)?))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            CpuStorage::F64(f64_fn(slice(a, l1)?, slice(b, l2)?))
+        }
+        _ => bail!("{name}: only f32 or f64 tensors of one type are supported"),
+    })
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geometry(l1.dims(), l2.dims())?;
+        fn run<T: Element>(g: &ConvGeom) -> impl FnOnce(&[T], &[T]) -> Vec<T> + '_ {
+            move |x, w| kernel::forward(g, x, w)
+        }
+        let out = dispatch(self.name(), (s1, l1), (s2, l2), run(&g), run(&g))?;
+        Ok((out, Shape::from((g.n, g.cout, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.geometry(x.dims(), w.dims())?;
+        let gy = gy.contiguous()?;
+        let gx = match self.input_grad {
+            true => Some(w.apply_op2_no_bwd(&gy, &InputGrad(g))?),
+            false => None,
+        };
+        let gw = match w.track_op() {
+            true => Some(x.apply_op2_no_bwd(&gy, &WeightGrad(g))?),
+            false => None,
+        };
+        Ok((gx, gw))
+    }
+}
+
+/// (kernel, output gradient) -> input gradient.
+struct InputGrad(ConvGeom);
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = dispatch(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |w, gy| kernel::input_grad(g, w, gy),
+            |w, gy| kernel::input_grad(g, w, gy),
+        )?;
+        Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
+    }
+}
+
+/// (input, output gradient) -> kernel gradient.
+struct WeightGrad(ConvGeom);
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let out = dispatch(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |x, gy| kernel::weight_grad(g, x, gy),
+            |x, gy| kernel::weight_grad(g, x, gy),
+        )?;
+        Ok((out, Shape::from((g.cout, g.cin, g.kh, g.kw))))
+    }
+}

@@ -1,0 +1,295 @@
+//! Convolution forward, input gradient and weight gradient as im2col/col2im + GEMM.
+//!
+//! The batch is split into one contiguous share of images per thread, each running
+//! single-threaded GEMMs (no synchronisation inside a layer); a batch smaller than the pool
+//! runs image by image with the GEMM itself split across threads. Within a share, images
+//! go through in chunks side by side in one column matrix so that small feature maps
+//! (7x7 at ResNet's last stage) still give the GEMM a wide enough N.
+
+pub(crate) use super::im2col::ConvGeom;
+use super::im2col::{col2im, im2col};
+use super::{gemm, give, take, Element, MatRef};
+use rayon::prelude::*;
+
+/// Fewest GEMM columns (output pixels) worth one call; smaller maps batch images together.
+const MIN_COLS: usize = 512;
+/// Largest column matrix a chunk may unfold into (elements), to bound scratch memory.
+const MAX_COL: usize = 1 << 22;
+
+/// How one call splits its work.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Images per thread share (the whole batch when the GEMM is split instead).
+    share: usize,
+    /// Images unfolded together into one column matrix.
+    chunk: usize,
+    /// Threads inside each GEMM.
+    gemm_threads: usize,
+}
+
+fn plan(g: &ConvGeom) -> Plan {
+    let threads = rayon::current_num_threads().max(1);
+    let split_batch = crate::ops::cpu_kernels().conv_split_batch && g.n >= threads;
+    let (share, gemm_threads) = match split_batch {
+        true => (g.n.div_ceil(threads), 1),
+        false => (g.n, threads),
+    };
+    let want = MIN_COLS
+        .div_ceil(g.ohw())
+        .min((MAX_COL / (g.ckk() * g.ohw())).max(1))
+        .clamp(1, share.max(1));
+    // Equal chunks: 16 images wanting 11 a chunk run as two chunks of 8.
+    let chunk = share.div_ceil(share.div_ceil(want).max(1)).max(1);
+    Plan {
+        share: share.max(1),
+        chunk,
+        gemm_threads,
+    }
+}
+
+/// Runs `f(first image, images, item)` over each thread's share of the batch, handing
+/// each share its own `item` (its slice of the output, or its accumulator); in parallel
+/// when the batch is split.
+fn shares<I: Send, R: Send>(
+    g: &ConvGeom,
+    p: Plan,
+    items: impl IntoIterator<Item = I>,
+    f: impl Fn(usize, usize, I) -> R + Sync + Send,
+) -> Vec<R> {
+    let jobs: Vec<(usize, I)> = (0..g.n).step_by(p.share).zip(items).collect();
+    let run = |(i0, item): (usize, I)| f(i0, p.share.min(g.n - i0), item);
+    if p.gemm_threads == 1 && jobs.len() > 1 {
+        jobs.into_par_iter().map(run).collect()
+    } else {
+        jobs.into_iter().map(run).collect()
+    }
+}
+
+/// Unfolds images `i0..i0 + count` of `x` side by side into `col` (`count * ohw` columns).
+fn unfold<T: Element>(g: &ConvGeom, x: &[T], i0: usize, count: usize, col: &mut [T]) {
+    let cols = count * g.ohw();
+    for j in 0..count {
+        let img = &x[(i0 + j) * g.in_image()..(i0 + j + 1) * g.in_image()];
+        im2col(g, img, &mut col[j * g.ohw()..], cols);
+    }
+}
+
+/// Copies the output gradient of images `i0..i0 + count` into one `cout x count*ohw` matrix.
+fn gather_rows<T: Element>(g: &ConvGeom, gy: &[T], i0: usize, count: usize, dst: &mut [T]) {
+    let (ohw, cols) = (g.ohw(), count * g.ohw());
+    for j in 0..count {
+        let img = &gy[(i0 + j) * g.out_image()..];
+        for co in 0..g.cout {
+            dst[co * cols + j * ohw..][..ohw].copy_from_slice(&img[co * ohw..][..ohw]);
+        }
+    }
+}
+
+/// `y = conv(x, w)` for an NCHW batch and OIHW kernel, both contiguous.
+pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
+    let p = plan(g);
+    let mut y = vec![T::ZERO; g.n * g.out_image()];
+    let pieces = y.chunks_mut(p.share * g.out_image());
+    shares(g, p, pieces, |i0, count, out| {
+        forward_share(g, p, x, w, i0, count, out)
+    });
+    y
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_share<T: Element>(
+    g: &ConvGeom,
+    p: Plan,
+    x: &[T],
+    w: &[T],
+    first: usize,
+    count: usize,
+    y: &mut [T],
+) {
+    let (ckk, ohw) = (g.ckk(), g.ohw());
+    let a = MatRef::rows(w, ckk);
+    for c0 in (0..count).step_by(p.chunk) {
+        let gi = p.chunk.min(count - c0);
+        let cols = gi * ohw;
+        let direct = gi == 1 && g.is_pointwise();
+        let mut col = take::<T>(if direct { 0 } else { ckk * cols });
+        let b = if direct {
+            MatRef::rows(&x[(first + c0) * g.in_image()..][..g.in_image()], ohw)
+        } else {
+            unfold(g, x, first + c0, gi, &mut col);
+            MatRef::rows(&col, cols)
+        };
+        let y0 = c0 * g.out_image();
+        if gi == 1 {
+            // SAFETY: a is cout x ckk (w), b is ckk x ohw (col or the image).
+            unsafe {
+                gemm(
+                    g.cout,
+                    ohw,
+                    ckk,
+                    &mut y[y0..],
+                    ohw,
+                    false,
+                    a,
+                    b,
+                    p.gemm_threads,
+                )
+            };
+        } else {
+            let mut tmp = take::<T>(g.cout * cols);
+            // SAFETY: as above with b ckk x cols.
+            unsafe {
+                gemm(
+                    g.cout,
+                    cols,
+                    ckk,
+                    &mut tmp,
+                    cols,
+                    false,
+                    a,
+                    b,
+                    p.gemm_threads,
+                )
+            };
+            for j in 0..gi {
+                let img = &mut y[y0 + j * g.out_image()..][..g.out_image()];
+                for co in 0..g.cout {
+                    img[co * ohw..][..ohw].copy_from_slice(&tmp[co * cols + j * ohw..][..ohw]);
+                }
+            }
+            give(tmp);
+        }
+        give(col);
+    }
+}
+
+/// Gradient with respect to the input: `col2im(w^T gy)`.
+pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
+    let p = plan(g);
+    let mut gx = vec![T::ZERO; g.n * g.in_image()];
+    let pieces = gx.chunks_mut(p.share * g.in_image());
+    shares(g, p, pieces, |i0, count, out| {
+        input_grad_share(g, p, w, gy, i0, count, out)
+    });
+    gx
+}
+
+#[allow(clippy::too_many_arguments)]
+fn input_grad_share<T: Element>(
+    g: &ConvGeom,
+    p: Plan,
+    w: &[T],
+    gy: &[T],
+    first: usize,
+    count: usize,
+    gx: &mut [T],
+) {
+    let (ckk, ohw) = (g.ckk(), g.ohw());
+    let a = MatRef::transposed(w, ckk);
+    for c0 in (0..count).step_by(p.chunk) {
+        let gi = p.chunk.min(count - c0);
+        let cols = gi * ohw;
+        let mut dy = take::<T>(if gi == 1 { 0 } else { g.cout * cols });
+        let b = if gi == 1 {
+            MatRef::rows(&gy[(first + c0) * g.out_image()..][..g.out_image()], ohw)
+        } else {
+            gather_rows(g, gy, first + c0, gi, &mut dy);
+            MatRef::rows(&dy, cols)
+        };
+        let x0 = c0 * g.in_image();
+        if gi == 1 && g.is_pointwise() {
+            // SAFETY: a is ckk x cout (w transposed), b is cout x ohw.
+            unsafe {
+                gemm(
+                    ckk,
+                    ohw,
+                    g.cout,
+                    &mut gx[x0..],
+                    ohw,
+                    false,
+                    a,
+                    b,
+                    p.gemm_threads,
+                )
+            };
+        } else {
+            let mut dcol = take::<T>(ckk * cols);
+            // SAFETY: a is ckk x cout, b is cout x cols.
+            unsafe {
+                gemm(
+                    ckk,
+                    cols,
+                    g.cout,
+                    &mut dcol,
+                    cols,
+                    false,
+                    a,
+                    b,
+                    p.gemm_threads,
+                )
+            };
+            for j in 0..gi {
+                let img = &mut gx[x0 + j * g.in_image()..][..g.in_image()];
+                col2im(g, &dcol[j * ohw..], cols, img);
+            }
+            give(dcol);
+        }
+        give(dy);
+    }
+}
+
+/// Gradient with respect to the kernel: `gy im2col(x)^T` summed over the batch.
+pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
+    let p = plan(g);
+    let len = g.cout * g.ckk();
+    let accumulators = (0..g.n.div_ceil(p.share)).map(|_| take::<T>(len));
+    let mut partials = shares(g, p, accumulators, |i0, count, mut acc| {
+        weight_grad_share(g, p, x, gy, i0, count, &mut acc[..len]);
+        acc
+    });
+    let mut gw = vec![T::ZERO; len];
+    gw.copy_from_slice(&partials[0][..len]);
+    for part in &partials[1..] {
+        for (d, v) in gw.iter_mut().zip(&part[..len]) {
+            *d += *v;
+        }
+    }
+    partials.drain(..).for_each(give);
+    gw
+}
+
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_share<T: Element>(
+    g: &ConvGeom,
+    p: Plan,
+    x: &[T],
+    gy: &[T],
+    first: usize,
+    count: usize,
+    gw: &mut [T],
+) {
+    let (ckk, ohw) = (g.ckk(), g.ohw());
+    for (k, c0) in (0..count).step_by(p.chunk).enumerate() {
+        let gi = p.chunk.min(count - c0);
+        let cols = gi * ohw;
+        let direct = gi == 1 && g.is_pointwise();
+        let mut col = take::<T>(if direct { 0 } else { ckk * cols });
+        let mut dy = take::<T>(if gi == 1 { 0 } else { g.cout * cols });
+        let b = if direct {
+            MatRef::transposed(&x[(first + c0) * g.in_image()..][..g.in_image()], ohw)
+        } else {
+            unfold(g, x, first + c0, gi, &mut col);
+            MatRef::transposed(&col, cols)
+        };
+        let a = if gi == 1 {
+            MatRef::rows(&gy[(first + c0) * g.out_image()..][..g.out_image()], ohw)
+        } else {
+            gather_rows(g, gy, first + c0, gi, &mut dy);
+            MatRef::rows(&dy, cols)
+        };
+        // SAFETY: a is cout x cols (gy), b is cols x ckk (col transposed).
+        unsafe { gemm(g.cout, ckk, cols, gw, ckk, k > 0, a, b, p.gemm_threads) };
+        give(dy);
+        give(col);
+    }
+}

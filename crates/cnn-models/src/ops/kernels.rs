@@ -1,0 +1,59 @@
+//! Which CPU kernels the ops use, switchable at run time so one process can measure the
+//! project's kernels against candle's own.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The CPU implementations [`crate::ops`] picks from; the default is the fastest measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuKernels {
+    /// im2col + GEMM convolution (false: candle's `conv2d` and its backward).
+    pub conv: bool,
+    /// Fused batch-norm forward and backward (false: composed from candle ops).
+    pub batch_norm: bool,
+    /// Split a convolution's batch across threads (false: split each GEMM instead).
+    pub conv_split_batch: bool,
+}
+
+impl Default for CpuKernels {
+    fn default() -> Self {
+        Self {
+            conv: true,
+            batch_norm: true,
+            conv_split_batch: true,
+        }
+    }
+}
+
+impl CpuKernels {
+    /// candle's own ops throughout: the baseline.
+    pub fn candle() -> Self {
+        Self {
+            conv: false,
+            batch_norm: false,
+            conv_split_batch: true,
+        }
+    }
+}
+
+const CONV: u8 = 1;
+const BATCH_NORM: u8 = 2;
+const SPLIT_CONV_BATCH: u8 = 4;
+static CHOICE: AtomicU8 = AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH);
+
+/// Sets the kernels later calls use, process-wide.
+pub fn set_cpu_kernels(k: CpuKernels) {
+    let bits = (k.conv as u8) * CONV
+        | (k.batch_norm as u8) * BATCH_NORM
+        | (k.conv_split_batch as u8) * SPLIT_CONV_BATCH;
+    CHOICE.store(bits, Ordering::Relaxed);
+}
+
+/// The kernels in use.
+pub fn cpu_kernels() -> CpuKernels {
+    let bits = CHOICE.load(Ordering::Relaxed);
+    CpuKernels {
+        conv: bits & CONV != 0,
+        batch_norm: bits & BATCH_NORM != 0,
+        conv_split_batch: bits & SPLIT_CONV_BATCH != 0,
+    }
+}
