@@ -1,0 +1,195 @@
+//! `cargo xtask reproduce`: the assignment's five tasks, end to end, into `REPORT.md`.
+//!
+//! A reproduction is a list of runs ([`plan`]), each trained (or reused, or resumed) with
+//! `cnn-train`, then photo predictions and an evaluation of the best model, and the report
+//! written from those measurements ([`report`]).
+
+mod conclusions;
+mod machine;
+mod plan;
+mod plot;
+mod reference;
+mod report;
+mod source;
+
+use anyhow::{bail, Context, Result};
+use cnn_train::{Console, Display, Report, RunConfig, Start};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+pub use plan::Profile;
+
+/// `cargo xtask reproduce` options.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// How big a reproduction: quick (minutes on 2 cores), cpu (hours), assignment (224 px, all data).
+    #[arg(long, value_enum, default_value_t = Profile::Quick)]
+    pub profile: Profile,
+    /// Class-folder data set (one folder per class, e.g. the course's ImageNet-10). Default:
+    /// $CNN_DATA, else Imagenette from the local hub cache, else the built-in synthetic set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (cuda needs `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: cnn_train::Device,
+    /// Output folder [default: docs/results/<profile>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Retrain every run even when a finished one is there.
+    #[arg(long)]
+    pub force: bool,
+    /// Photos for task 5 [default: ../shared/photos].
+    #[arg(long)]
+    pub photos: Option<PathBuf>,
+    /// The AlexNet of tasks 1-3: alexnet-d2l (the course's, whose memory matches the
+    /// report) or alexnet (torchvision's).
+    #[arg(long, default_value = "alexnet-d2l")]
+    pub alexnet: String,
+    /// Cap every run at this many epochs (a smoke test of the pipeline; the report says so).
+    #[arg(long, hide = true)]
+    pub max_epochs: Option<usize>,
+}
+
+/// One finished run of the plan.
+pub struct RunResult {
+    pub exp: plan::Experiment,
+    pub config: RunConfig,
+    pub report: Report,
+}
+
+pub fn run(args: Args, root: &Path) -> Result<()> {
+    let started = Instant::now();
+    let sizes = args.profile.sizes();
+    let source = source::resolve(args.data.clone(), sizes);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("docs/results").join(args.profile.name()));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    println!(
+        "reproduce: profile {}, data: {} ({})",
+        args.profile.name(),
+        source.label,
+        source.reason
+    );
+    if !source.real {
+        println!("reproduce: WARNING: synthetic data; the figures are not comparable with the assignment's");
+    }
+    let stop = stop_on_ctrl_c()?;
+    let mut runs = Vec::new();
+    for exp in plan::experiments(&args.alexnet) {
+        let mut config = plan::config(&exp, sizes, &source.spec, args.device, &out);
+        if let Some(cap) = args.max_epochs {
+            config.epochs = config.epochs.min(cap);
+        }
+        let report = train(&exp, &mut config, &out, args.force, stop)?;
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            bail!(
+                "interrupted: run `cargo xtask reproduce` again to resume from the last checkpoint"
+            );
+        }
+        runs.push(RunResult {
+            exp,
+            config,
+            report,
+        });
+    }
+    let photos_dir = args
+        .photos
+        .clone()
+        .unwrap_or_else(|| root.join("../shared/photos"));
+    let photos = report::predict_photos(&runs, &photos_dir)?;
+    let best = report::evaluate_best(&runs)?;
+    let input = report::Input {
+        profile: args.profile,
+        sizes,
+        source: &source,
+        runs: &runs,
+        photos: &photos,
+        best: &best,
+        command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        device: args.device,
+        root,
+        max_epochs: args.max_epochs,
+    };
+    let path = report::write(&out, &input)?;
+    println!(
+        "reproduce: wrote {} in {:.0} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Trains one run: reuses a finished one, resumes an interrupted one, starts a run that
+/// continues another from that run's checkpoint, or starts afresh.
+fn train(
+    exp: &plan::Experiment,
+    config: &mut RunConfig,
+    out: &Path,
+    force: bool,
+    stop: &'static AtomicBool,
+) -> Result<Report> {
+    let dir = config.out.clone();
+    if force && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let has_checkpoint = cnn_train::checkpoint::current(&dir)?.is_some();
+    if !has_checkpoint {
+        if let Some(base) = exp.continues {
+            let base = out.join(base);
+            if cnn_train::checkpoint::current(&base)?.is_some() {
+                copy_dir(&base, &dir)?;
+            }
+        }
+    }
+    let start = if cnn_train::checkpoint::current(&dir)?.is_some() {
+        Start::Resume
+    } else {
+        Start::Fresh
+    };
+    println!(
+        "\n== task {}: {} ({} epochs, lr {}) -> {}",
+        exp.task,
+        exp.arch,
+        exp.epochs,
+        exp.lr,
+        dir.display()
+    );
+    let data = cnn_train::open_data(config)?;
+    config.num_classes = data.classes.len();
+    let mut console = Console::new(Display::Auto);
+    let model = cnn_train::build_model(config)?;
+    let report = cnn_train::fit(config, &model, &data, start, stop, &mut |e| {
+        console.handle(e)
+    })?;
+    Ok(report)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A flag set by Ctrl-C: the trainer saves a checkpoint and returns.
+fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    ctrlc::set_handler(|| {
+        eprintln!("\nreproduce: stopping after the current batch (checkpoint follows)...");
+        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(&STOP)
+}

@@ -1,0 +1,115 @@
+//! The assignment's experiments and the three profiles that size them for the hardware.
+
+use cnn_data::DataSpec;
+use cnn_train::{Device, RunConfig};
+use std::path::Path;
+
+/// How big a reproduction to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// The report's settings exactly: 224 px, all the data (for a GPU, or a patient CPU).
+    Assignment,
+    /// All the data at a reduced image size: a few hours on 2 cores.
+    Cpu,
+    /// A class-balanced subset at a small size: minutes on 2 cores, same four findings.
+    Quick,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Assignment => "assignment",
+            Profile::Cpu => "cpu",
+            Profile::Quick => "quick",
+        }
+    }
+
+    /// Image side, batch size and images per class (train, test; `None` = all).
+    pub fn sizes(self) -> Sizes {
+        match self {
+            Profile::Assignment => Sizes {
+                image_size: 224,
+                batch_size: 64,
+                per_class: None,
+            },
+            Profile::Cpu => Sizes {
+                image_size: 112,
+                batch_size: 64,
+                per_class: None,
+            },
+            Profile::Quick => Sizes {
+                image_size: 72,
+                batch_size: 32,
+                per_class: Some((120, 40)),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub image_size: usize,
+    pub batch_size: usize,
+    /// Images per class kept for (train, test), or all of them.
+    pub per_class: Option<(usize, usize)>,
+}
+
+/// One training run of the assignment.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// Folder name under the output directory.
+    pub key: &'static str,
+    /// The assignment's task number.
+    pub task: &'static str,
+    pub arch: String,
+    pub epochs: usize,
+    pub lr: f64,
+    /// A run whose checkpoint this one continues (same seed and data order, so its first
+    /// epochs are exactly that run's: the 20-epoch run extends the 10-epoch one).
+    pub continues: Option<&'static str>,
+}
+
+/// Tasks 1-4: AlexNet 10 and 20 epochs at 1e-4, 10 epochs at 5e-3, ResNet18 and ResNet34.
+pub fn experiments(alexnet: &str) -> Vec<Experiment> {
+    let e = |key, task, arch: &str, epochs, lr, continues| Experiment {
+        key,
+        task,
+        arch: arch.to_string(),
+        epochs,
+        lr,
+        continues,
+    };
+    vec![
+        e("1-alexnet-10ep", "1", alexnet, 10, 1e-4, None),
+        e(
+            "2-alexnet-20ep",
+            "2",
+            alexnet,
+            20,
+            1e-4,
+            Some("1-alexnet-10ep"),
+        ),
+        e("3-alexnet-lr5e-3", "3", alexnet, 10, 5e-3, None),
+        e("4-resnet18", "4", "resnet18", 10, 1e-4, None),
+        e("4-resnet34", "4", "resnet34", 10, 1e-4, None),
+    ]
+}
+
+/// The run config of `exp`: the assignment's settings (Adam, constant lr, no augmentation,
+/// seed 0) at the profile's sizes, writing to `out/<key>`.
+pub fn config(
+    exp: &Experiment,
+    sizes: Sizes,
+    source: &DataSpec,
+    device: Device,
+    out: &Path,
+) -> RunConfig {
+    let mut cfg = RunConfig::new(&exp.arch, source.clone(), out.join(exp.key));
+    cfg.epochs = exp.epochs;
+    cfg.lr = exp.lr;
+    cfg.image_size = sizes.image_size;
+    cfg.batch_size = sizes.batch_size;
+    cfg.device = device;
+    cfg.log_every = 100;
+    cfg
+}

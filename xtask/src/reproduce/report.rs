@@ -1,0 +1,469 @@
+//! `REPORT.md`: the assignment's table beside this run's, per-epoch tables and curves, the
+//! divergence verdict, photo predictions, the best model's confusion matrix, conclusions
+//! and the machine, every figure taken from the runs just measured.
+
+use super::conclusions;
+use super::machine;
+use super::plan::{Profile, Sizes};
+use super::plot::{line_chart, Series};
+use super::reference::{REFERENCE, SOURCE};
+use super::source::Source;
+use super::RunResult;
+use anyhow::{Context, Result};
+use cnn_train::{EpochRecord, Evaluation, Guess, Verdict};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Top-3 guesses of every run (index as in `runs`) for every photo.
+pub struct Photos {
+    pub files: Vec<PathBuf>,
+    /// `guesses[run][photo]`.
+    pub guesses: Vec<Vec<Vec<Guess>>>,
+}
+
+/// The best run (highest final test accuracy) and its evaluation on the test split.
+pub struct Best {
+    pub run: usize,
+    pub eval: Evaluation,
+    pub class_names: Vec<String>,
+}
+
+pub struct Input<'a> {
+    pub profile: Profile,
+    pub sizes: Sizes,
+    pub source: &'a Source,
+    pub runs: &'a [RunResult],
+    pub photos: &'a Photos,
+    pub best: &'a Best,
+    pub command: String,
+    pub elapsed_s: f64,
+    pub device: cnn_train::Device,
+    /// The project root (for Cargo.lock's versions).
+    pub root: &'a Path,
+    /// Set when a smoke test capped the epochs.
+    pub max_epochs: Option<usize>,
+}
+
+/// Image files directly in `dir`, sorted.
+fn photo_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading photos from {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                .unwrap_or_default();
+            matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "bmp" | "webp")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+pub fn predict_photos(runs: &[RunResult], dir: &Path) -> Result<Photos> {
+    let files = photo_files(dir)?;
+    let mut guesses = Vec::new();
+    for r in runs {
+        let trained = cnn_train::open_run(&r.config.out, &candle_core::Device::Cpu)?;
+        let per_photo = files
+            .iter()
+            .map(|f| trained.top_k(f, 3))
+            .collect::<Result<Vec<_>, _>>()?;
+        guesses.push(per_photo);
+    }
+    Ok(Photos { files, guesses })
+}
+
+pub fn evaluate_best(runs: &[RunResult]) -> Result<Best> {
+    let score = |r: &RunResult| r.report.records.last().map_or(-1.0, |e| e.test_accuracy);
+    let run = (0..runs.len())
+        .max_by(|&a, &b| score(&runs[a]).total_cmp(&score(&runs[b])))
+        .context("no runs")?;
+    let config = &runs[run].config;
+    let trained = cnn_train::open_run(&config.out, &candle_core::Device::Cpu)?;
+    let data = cnn_train::open_data(config)?;
+    let eval = cnn_train::evaluate(
+        &trained.model,
+        &data.test,
+        trained.model.device(),
+        config.num_classes,
+    )?;
+    Ok(Best {
+        run,
+        eval,
+        class_names: data.classes.iter().map(|c| c.name.clone()).collect(),
+    })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2} %", 100.0 * x)
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1e6)
+}
+
+fn duration(s: f64) -> String {
+    let s = s.round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec} s"),
+        (0, m, sec) => format!("{m} min {sec} s"),
+        (h, m, sec) => format!("{h} h {m} min {sec} s"),
+    }
+}
+
+fn total_time(records: &[EpochRecord]) -> f64 {
+    records.iter().map(|r| r.time.total_s).sum()
+}
+
+fn best_test(records: &[EpochRecord]) -> Option<&EpochRecord> {
+    records
+        .iter()
+        .max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy))
+}
+
+/// Memory cell: device peak (CUDA) or host peak RSS (CPU), plus the tensor bytes.
+fn memory_cell(r: &EpochRecord) -> String {
+    let m = &r.memory;
+    let tensors = format!("tensors {}", mb(m.tensors_bytes()));
+    match (m.device_peak_bytes, m.peak_rss_bytes) {
+        (Some(dev), _) => format!("device peak {}; {tensors}", mb(dev)),
+        (None, Some(rss)) => format!("host peak RSS {}; {tensors}", mb(rss)),
+        (None, None) => tensors,
+    }
+}
+
+fn model_name(arch: &str) -> &str {
+    match arch {
+        "alexnet-d2l" => "AlexNet (d2l)",
+        "alexnet" => "AlexNet (torchvision)",
+        "resnet18" => "ResNet18",
+        "resnet34" => "ResNet34",
+        other => other,
+    }
+}
+
+pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
+    let mut md = String::new();
+    let runs = input.runs;
+    let first = runs.first().context("no runs")?;
+    let m = machine::describe(input.root);
+    let train_images = first.report.train_images;
+    let test_images = first.report.test_images;
+
+    writeln!(
+        md,
+        "# Classic CNNs (assignment 05), reproduced: profile `{}`\n",
+        input.profile.name()
+    )?;
+    if !input.source.real {
+        writeln!(md, "> **Synthetic data.** No image folder was given or found, so these runs used the built-in synthetic set. \
+            Its figures show the method working, but they are not comparable with the assignment's ImageNet-10 figures. \
+            Point `--data` (or `$CNN_DATA`) at the real class folders.\n")?;
+    }
+    writeln!(md, "Generated by `cargo xtask {}`; the whole reproduction took **{}** on this machine ({} threads, device {}). \
+        Every figure below was measured by that command; nothing is typed in except the assignment's own reference figures.\n",
+        input.command, duration(input.elapsed_s), m.threads, input.device)?;
+
+    if let Some(cap) = input.max_epochs {
+        writeln!(md, "> **Smoke test.** Every run was capped at {cap} epochs (`--max-epochs`), so the epoch counts differ from the assignment's.\n")?;
+    }
+    writeln!(md, "## Settings\n")?;
+    writeln!(md, "| setting | value |\n|---|---|")?;
+    writeln!(
+        md,
+        "| data | {} ({}) |",
+        input.source.label, input.source.reason
+    )?;
+    writeln!(
+        md,
+        "| images | {train_images} train / {test_images} test, {} classes |",
+        first.config.num_classes
+    )?;
+    match input.sizes.per_class {
+        Some((tr, te)) => writeln!(
+            md,
+            "| subset | at most {tr} train and {te} test images a class (profile `{}`) |",
+            input.profile.name()
+        )?,
+        None => writeln!(md, "| subset | none: every image |")?,
+    }
+    writeln!(md, "| image size | {0}x{0} |", input.sizes.image_size)?;
+    writeln!(md, "| batch size | {} |", input.sizes.batch_size)?;
+    writeln!(
+        md,
+        "| optimiser | {} (PyTorch's update rule), constant learning rate, no weight decay |",
+        first.config.optimizer.name()
+    )?;
+    writeln!(
+        md,
+        "| augmentation | {:?} (test: resize + centre crop) |",
+        first.config.data.augment
+    )?;
+    writeln!(
+        md,
+        "| seed | {} (weights, split, shuffle, dropout) |",
+        first.config.seed
+    )?;
+    writeln!(
+        md,
+        "| AlexNet | `{}` |",
+        runs.iter()
+            .find(|r| r.exp.task == "1")
+            .map_or("-", |r| r.config.arch.as_str())
+    )?;
+    writeln!(md, "\nAssumed, because the assignment does not state them: Adam at the given learning rates, batch 64 \
+        (the quick profile uses {}), an 80/20 split drawn by seed and stratified by class, the d2l.ai AlexNet (its memory fits the report's; \
+        torchvision's is `--alexnet alexnet`), no augmentation, ImageNet normalisation. The 20-epoch run continues the 10-epoch run's \
+        checkpoint: with the same seed its first 10 epochs are exactly that run's (resume is exact on the CPU, a tested property), \
+        so its time includes them.\n", input.sizes.batch_size)?;
+
+    writeln!(md, "## This run beside the assignment's\n")?;
+    writeln!(md, "The assignment's figures: {SOURCE}\n")?;
+    writeln!(md, "| task | model | epochs | lr | wall time | GPU memory | final train acc | final test acc |\n|---|---|---|---|---|---|---|---|")?;
+    for x in REFERENCE {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            x.task, x.model, x.epochs, x.lr, x.wall_time, x.gpu_memory, x.train_acc, x.test_acc
+        )?;
+    }
+    writeln!(md, "\nThis run, with the reference figures of the same task repeated beside each measured one:\n")?;
+    writeln!(md, "| task | model | epochs | lr | wall time (ref) | wall time (here) | per epoch (here) | memory (ref) | memory (here) | train acc (ref) | train acc (here) | test acc (ref) | test acc (here) | best test (here) |")?;
+    writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    for r in runs {
+        let reference = REFERENCE
+            .iter()
+            .find(|x| x.task == r.exp.task && (x.task != "4" || r.config.arch == "resnet34"));
+        let recs = &r.report.records;
+        let Some(last) = recs.last() else { continue };
+        let t = total_time(recs);
+        let best = best_test(recs).map_or("-".into(), |b| {
+            format!("{} (epoch {})", pct(b.test_accuracy), b.epoch)
+        });
+        let (rt, rm, rtr, rte) = reference.map_or(("-", "-", "-", "-"), |x| {
+            (x.wall_time, x.gpu_memory, x.train_acc, x.test_acc)
+        });
+        writeln!(md, "| {} | {} | {} | {} | {rt} | {} | {:.1} s | {rm} | {} | {rtr} | {} | {rte} | {} | {best} |",
+            r.exp.task, model_name(&r.config.arch), last.epoch, r.config.lr, duration(t), t / recs.len() as f64,
+            memory_cell(last), pct(last.train_accuracy), pct(last.test_accuracy))?;
+    }
+    writeln!(md, "\nMemory here: on CUDA the device memory in use sampled at batch ends (its peak) and the bytes of parameters, gradients \
+        and optimiser state (the analogue of `torch.cuda.memory_allocated`, which is what the reference column shows); on the CPU the \
+        process's peak resident set (`VmHWM`, cumulative over the process, which ran every task in turn) and the same tensor bytes. \
+        Train accuracy is the running accuracy of the epoch's training batches (train mode), as the assignment's code computes it.\n")?;
+
+    writeln!(md, "## Findings\n")?;
+    let findings = conclusions::findings(runs, input.photos);
+    for f in &findings {
+        writeln!(
+            md,
+            "- **{}** — {} {}",
+            f.title,
+            if f.holds {
+                "shown again."
+            } else {
+                "**not** shown by this run."
+            },
+            f.text
+        )?;
+    }
+    writeln!(md)?;
+
+    writeln!(md, "## Task 3: the verdict on lr 5e-3\n")?;
+    if let Some(r3) = runs.iter().find(|r| r.exp.task == "3") {
+        let classes = r3.config.num_classes as f64;
+        writeln!(md, "Verdict: **{}**.\n", r3.report.verdict.describe())?;
+        writeln!(md, "| epoch | train loss | loss − ln {0} | train acc | test acc | chance |\n|---|---|---|---|---|---|", r3.config.num_classes)?;
+        for e in &r3.report.records {
+            writeln!(
+                md,
+                "| {} | {:.4} | {:+.4} | {} | {} | {} |",
+                e.epoch,
+                e.train_loss,
+                e.train_loss - classes.ln(),
+                pct(e.train_accuracy),
+                pct(e.test_accuracy),
+                pct(1.0 / classes)
+            )?;
+        }
+        if let Verdict::Diverged { epoch, batch, .. } = r3.report.verdict {
+            writeln!(md, "\nThe loss became non-finite at epoch {epoch}, batch {batch}, and the trainer stopped the run there.")?;
+        }
+        writeln!(md)?;
+    }
+
+    writeln!(md, "## Task 5: the photos\n")?;
+    write_photos(&mut md, input)?;
+
+    writeln!(
+        md,
+        "## Best model: {} (task {})\n",
+        model_name(&runs[input.best.run].config.arch),
+        runs[input.best.run].exp.task
+    )?;
+    write_confusion(&mut md, input.best)?;
+
+    writeln!(md, "## Each run, epoch by epoch\n")?;
+    for r in runs {
+        write_run(&mut md, out, r)?;
+    }
+
+    writeln!(md, "## Machine\n")?;
+    writeln!(md, "| | |\n|---|---|")?;
+    writeln!(md, "| CPU | {} |", m.cpu)?;
+    writeln!(md, "| threads | {} |", m.threads)?;
+    if let Some(g) = m.memory_gib {
+        writeln!(md, "| memory | {g:.1} GiB |")?;
+    }
+    writeln!(md, "| device | {} |", input.device)?;
+    writeln!(md, "| OS | {} |", m.os)?;
+    writeln!(md, "| toolchain | {} |", m.rustc)?;
+    let crates: Vec<String> = m.crates.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    writeln!(md, "| crates | {} |", crates.join(", "))?;
+    writeln!(
+        md,
+        "| data | {} — {} images ({train_images} train / {test_images} test) |",
+        input.source.label,
+        train_images + test_images
+    )?;
+    writeln!(md, "\nEach run's folder beside this report holds its `config.json`, `classes.json`, `metrics.csv`, `metrics.jsonl`, \
+        `train.log` and final weights; `cnn predict --checkpoint <folder> IMAGE` reuses them.")?;
+
+    let path = out.join("REPORT.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn write_photos(md: &mut String, input: &Input) -> Result<()> {
+    let runs = input.runs;
+    let photos = input.photos;
+    if photos.files.is_empty() {
+        writeln!(md, "No photos were found.\n")?;
+        return Ok(());
+    }
+    write!(md, "| photo |")?;
+    for r in runs {
+        write!(md, " task {} {} |", r.exp.task, model_name(&r.config.arch))?;
+    }
+    writeln!(md)?;
+    writeln!(md, "|---|{}", "---|".repeat(runs.len()))?;
+    for (p, file) in photos.files.iter().enumerate() {
+        write!(
+            md,
+            "| {} |",
+            file.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        )?;
+        for guesses in &photos.guesses {
+            let cell: Vec<String> = guesses[p]
+                .iter()
+                .map(|g| format!("{} {:.0} %", g.name, 100.0 * g.probability))
+                .collect();
+            write!(md, " {} |", cell.join("<br>"))?;
+        }
+        writeln!(md)?;
+    }
+    writeln!(md, "\nTop-3 classes with their softmax probabilities. None of these photos shows a class of the training set \
+        (china.jpg, a temple, is nearest to \"church\"): each model can only answer with one of its 10 classes, and what it \
+        picks shows what it learned from its data set.\n")?;
+    Ok(())
+}
+
+fn write_confusion(md: &mut String, best: &Best) -> Result<()> {
+    let e = &best.eval;
+    writeln!(
+        md,
+        "Test accuracy {} over {} images (eval mode).\n",
+        pct(e.accuracy),
+        e.images
+    )?;
+    writeln!(md, "| class | accuracy | images |\n|---|---|---|")?;
+    for (c, acc) in e.per_class_accuracy().iter().enumerate() {
+        let n: u64 = e.confusion[c].iter().sum();
+        writeln!(
+            md,
+            "| {} | {} | {n} |",
+            best.class_names[c],
+            acc.map_or("-".into(), pct)
+        )?;
+    }
+    writeln!(
+        md,
+        "\nConfusion matrix (rows: true class, columns: predicted):\n"
+    )?;
+    write!(md, "| true \\ predicted |")?;
+    for c in 0..e.confusion.len() {
+        write!(md, " {c} |")?;
+    }
+    writeln!(md)?;
+    writeln!(md, "|---|{}", "---|".repeat(e.confusion.len()))?;
+    for (c, row) in e.confusion.iter().enumerate() {
+        write!(md, "| {c} {} |", best.class_names[c])?;
+        for v in row {
+            write!(md, " {v} |")?;
+        }
+        writeln!(md)?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+fn write_run(md: &mut String, out: &Path, r: &RunResult) -> Result<()> {
+    let recs = &r.report.records;
+    writeln!(
+        md,
+        "### Task {}: {}, {} epochs, lr {} (`{}`)\n",
+        r.exp.task,
+        model_name(&r.config.arch),
+        r.config.epochs,
+        r.config.lr,
+        r.exp.key
+    )?;
+    writeln!(
+        md,
+        "Verdict: {}. Stopped: {:?}.\n",
+        r.report.verdict.describe(),
+        r.report.stop
+    )?;
+    let series = |label: &str, f: fn(&EpochRecord) -> f64| Series {
+        label: label.to_string(),
+        points: recs.iter().map(|e| (e.epoch as f64, f(e))).collect(),
+    };
+    let loss_png = format!("{}-loss.png", r.exp.key);
+    let acc_png = format!("{}-accuracy.png", r.exp.key);
+    let title = format!("task {}: {}", r.exp.task, model_name(&r.config.arch));
+    line_chart(
+        &out.join(&loss_png),
+        &title,
+        "loss",
+        &[
+            series("train", |e| e.train_loss),
+            series("test", |e| e.test_loss),
+        ],
+    )?;
+    line_chart(
+        &out.join(&acc_png),
+        &title,
+        "accuracy (%)",
+        &[
+            series("train", |e| 100.0 * e.train_accuracy),
+            series("test", |e| 100.0 * e.test_accuracy),
+        ],
+    )?;
+    writeln!(md, "![loss]({loss_png}) ![accuracy]({acc_png})\n")?;
+    writeln!(md, "| epoch | train loss | train acc | test loss | test acc | time | data / fwd / bwd / opt (s) | img/s | memory |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    for e in recs {
+        let t = &e.time;
+        writeln!(md, "| {} | {:.4} | {} | {:.4} | {} | {:.1} s | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} |",
+            e.epoch, e.train_loss, pct(e.train_accuracy), e.test_loss, pct(e.test_accuracy), t.total_s,
+            t.data_s, t.forward_s, t.backward_s, t.optimizer_s, e.images_per_sec, memory_cell(e))?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
