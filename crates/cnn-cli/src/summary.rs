@@ -2,6 +2,7 @@
 
 use candle_core::Device;
 use cnn_models::Model;
+use std::io::Write;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,6 +22,10 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let model = Model::new(&args.arch, args.num_classes, 0, &Device::Cpu)?;
-    println!("{}", model.summary(args.image_size, args.batch_size)?);
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        model.summary(args.image_size, args.batch_size)?
+    )?;
     Ok(())
 }

@@ -1,0 +1,412 @@
+//! `cnn train`: build a run config from flags (or the run folder's, with `--resume`), open
+//! the data, and call `cnn_train::fit` with a console and a Ctrl-C handler.
+
+use crate::data_arg;
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, ValueEnum};
+use cnn_data::{Augment, DecodeCache, LastBatch, SplitRule};
+use cnn_train::{
+    build_model, checkpoint, fit, open_data, Console, Device, Display, OnStuck, Optimizer,
+    RunConfig, Schedule, Start, Stop, Warmup,
+};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, help = data_arg::HELP, required_unless_present = "resume")]
+    data: Option<String>,
+    /// Fraction of each class used for training when the data folder is not already split.
+    #[arg(long, default_value_t = 0.8)]
+    split: f64,
+    /// Seed of that train/test split.
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
+    /// Architecture: alexnet, alexnet-d2l, resnet18 or resnet34.
+    #[arg(long, default_value = "alexnet-d2l")]
+    arch: String,
+    /// Number of epochs (with --resume: the new total, to extend a run).
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Optimiser, with PyTorch's update rules.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
+    optimizer: OptimizerArg,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// SGD dampening.
+    #[arg(long, default_value_t = 0.0)]
+    dampening: f64,
+    /// SGD: use Nesterov momentum [default: off].
+    #[arg(long)]
+    nesterov: bool,
+    /// Adam/AdamW: beta1,beta2.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.9, 0.999])]
+    betas: Vec<f64>,
+    /// Adam/AdamW: epsilon.
+    #[arg(long, default_value_t = 1e-8)]
+    eps: f64,
+    /// Weight decay: L2 added to the gradient (SGD, Adam) or decoupled (AdamW).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Learning-rate schedule, stepped once per epoch.
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Constant)]
+    schedule: ScheduleArg,
+    /// Step schedule: epochs between decays.
+    #[arg(long, default_value_t = 30)]
+    step_every: usize,
+    /// Step schedule: decay factor.
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f64,
+    /// Cosine schedule: final learning rate.
+    #[arg(long, default_value_t = 0.0)]
+    min_lr: f64,
+    /// Epochs of linear warm-up before the schedule (0: none).
+    #[arg(long, default_value_t = 0)]
+    warmup_epochs: usize,
+    /// Warm-up's first learning rate as a fraction of --lr.
+    #[arg(long, default_value_t = 0.1)]
+    warmup_start: f64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Side of the square input, pixels.
+    #[arg(long, default_value_t = 224)]
+    image_size: usize,
+    /// Seed of the initial weights, shuffling, augmentation and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run folder (config, classes, metrics, log, checkpoints) [default: runs/ARCH].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint [default: off]. Its config.json is
+    /// used; only --epochs, --device, --threads, --data-threads, --cache, --prefetch,
+    /// --log-every, --on-stuck and --progress may change.
+    #[arg(long)]
+    resume: bool,
+    /// Device: cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Compute threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Image loading threads [default: all cores].
+    #[arg(long)]
+    data_threads: Option<usize>,
+    /// Training augmentation: none, flip (horizontal), crop-flip (RandomResizedCrop + flip).
+    #[arg(long, value_enum, default_value_t = AugmentArg::None)]
+    augment: AugmentArg,
+    /// Test images: resize the shorter side to this before the centre crop [default: --image-size].
+    #[arg(long)]
+    eval_resize: Option<u32>,
+    /// Drop the last, smaller training batch of each epoch [default: off, as PyTorch].
+    #[arg(long)]
+    drop_last: bool,
+    /// Keep decoded images between epochs: off, memory, or a folder for a disk cache.
+    #[arg(long, default_value = "off")]
+    cache: String,
+    /// Batches prepared ahead of training.
+    #[arg(long, default_value_t = 4)]
+    prefetch: usize,
+    /// Print `[Epoch e, Batch b] loss` every this many batches (0: never).
+    #[arg(long, default_value_t = 100)]
+    log_every: usize,
+    /// Consecutive epochs at chance (loss ~ ln(classes)) before a run is flagged "not converging".
+    #[arg(long, default_value_t = 3)]
+    stuck_epochs: usize,
+    /// What a run flagged "not converging" does.
+    #[arg(long, value_enum, default_value_t = OnStuckArg::Continue)]
+    on_stuck: OnStuckArg,
+    /// Progress display: auto (bars on a terminal, plain lines otherwise), bars, plain, quiet.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Constant,
+    Step,
+    Cosine,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AugmentArg {
+    None,
+    Flip,
+    CropFlip,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnStuckArg {
+    Continue,
+    Stop,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Bars,
+    Plain,
+    Quiet,
+}
+
+/// Flags that may differ on `--resume` (they change how, not what, is trained).
+const RESUMABLE: &[&str] = &[
+    "epochs",
+    "device",
+    "threads",
+    "data_threads",
+    "cache",
+    "prefetch",
+    "log_every",
+    "on_stuck",
+    "progress",
+    "out",
+    "resume",
+];
+
+pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
+    let explicit = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&args.arch));
+    let (mut cfg, start) = if args.resume {
+        let saved = checkpoint::read_config(&out).context("--resume")?;
+        let mut cfg = saved.clone();
+        apply(&mut cfg, args, &explicit)?;
+        cfg.out = out.clone();
+        let mut same = cfg.clone();
+        same.epochs = saved.epochs;
+        same.device = saved.device;
+        same.threads = saved.threads;
+        same.data.threads = saved.data.threads;
+        same.data.cache = saved.data.cache.clone();
+        same.data.prefetch = saved.data.prefetch;
+        same.log_every = saved.log_every;
+        same.divergence.on_stuck = saved.divergence.on_stuck;
+        same.out = saved.out.clone();
+        if same != saved {
+            let flags: Vec<String> = matches
+                .ids()
+                .map(|id| id.as_str())
+                .filter(|id| explicit(id) && !RESUMABLE.contains(id))
+                .map(|id| format!("--{}", id.replace('_', "-")))
+                .collect();
+            bail!(
+                "{} was started with other settings than {} (see its config.json): drop them, or train a new run with another --out",
+                out.display(),
+                flags.join(", ")
+            );
+        }
+        (cfg, Start::Resume)
+    } else {
+        let data = args
+            .data
+            .as_deref()
+            .expect("clap requires --data without --resume");
+        let split = SplitRule {
+            ratio: args.split,
+            seed: args.split_seed,
+        };
+        let mut cfg = RunConfig::new(&args.arch, data_arg::spec(data, split)?, &out);
+        apply(&mut cfg, args, &|_| true)?;
+        (cfg, Start::Fresh)
+    };
+    if let Some(n) = cfg.threads {
+        // candle's CPU kernels read the thread count from here; nothing else runs yet.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    cfg.validate()?;
+    let data = open_data(&cfg)?;
+    cfg.num_classes = data.classes.len();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nSecond Ctrl-C: quitting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: stopping after this batch and saving a checkpoint (press again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let mut console = Console::new(display(args.progress));
+    if !matches!(args.progress, ProgressArg::Quiet) {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{}, {} classes, {} epochs, {} lr {} ({:?}), batch {}, {}x{} px, seed {}, {}{}",
+            cfg.arch,
+            cfg.num_classes,
+            cfg.epochs,
+            cfg.optimizer.name(),
+            cfg.lr,
+            cfg.schedule,
+            cfg.batch_size,
+            cfg.image_size,
+            cfg.image_size,
+            cfg.seed,
+            cfg.device,
+            cfg.threads
+                .map_or(String::new(), |n| format!(" ({n} threads)")),
+        )?;
+        writeln!(out, "data: {}", data.description)?;
+        writeln!(out, "run folder: {}", cfg.out.display())?;
+    }
+    let model = build_model(&cfg)?;
+    let report = fit(&cfg, &model, &data, start, &stop, &mut |e| {
+        console.handle(e)
+    })?;
+    match report.stop {
+        Stop::Interrupted { .. } => std::process::exit(130),
+        _ => Ok(()),
+    }
+}
+
+/// Sets `cfg`'s fields from the flags `take` selects.
+fn apply(cfg: &mut RunConfig, a: &Args, take: &dyn Fn(&str) -> bool) -> anyhow::Result<()> {
+    if take("data") || take("split") || take("split_seed") {
+        if let Some(d) = &a.data {
+            cfg.data.source = data_arg::spec(
+                d,
+                SplitRule {
+                    ratio: a.split,
+                    seed: a.split_seed,
+                },
+            )?;
+        }
+    }
+    if take("arch") {
+        cfg.arch = a.arch.clone();
+    }
+    if take("epochs") {
+        cfg.epochs = a.epochs;
+    }
+    if take("lr") {
+        cfg.lr = a.lr;
+    }
+    let opt_flags = [
+        "optimizer",
+        "momentum",
+        "dampening",
+        "nesterov",
+        "betas",
+        "eps",
+    ];
+    if opt_flags.iter().any(|f| take(f)) {
+        let betas = (a.betas[0], a.betas[1]);
+        cfg.optimizer = match a.optimizer {
+            OptimizerArg::Sgd => Optimizer::Sgd {
+                momentum: a.momentum,
+                dampening: a.dampening,
+                nesterov: a.nesterov,
+            },
+            OptimizerArg::Adam => Optimizer::Adam { betas, eps: a.eps },
+            OptimizerArg::Adamw => Optimizer::AdamW { betas, eps: a.eps },
+        };
+    }
+    if take("weight_decay") {
+        cfg.weight_decay = a.weight_decay;
+    }
+    if ["schedule", "step_every", "gamma", "min_lr"]
+        .iter()
+        .any(|f| take(f))
+    {
+        cfg.schedule = match a.schedule {
+            ScheduleArg::Constant => Schedule::Constant,
+            ScheduleArg::Step => Schedule::Step {
+                every: a.step_every,
+                gamma: a.gamma,
+            },
+            ScheduleArg::Cosine => Schedule::Cosine { min_lr: a.min_lr },
+        };
+    }
+    if take("warmup_epochs") || take("warmup_start") {
+        cfg.warmup = (a.warmup_epochs > 0).then_some(Warmup {
+            epochs: a.warmup_epochs,
+            start_factor: a.warmup_start,
+        });
+    }
+    if take("batch_size") {
+        cfg.batch_size = a.batch_size;
+    }
+    if take("image_size") {
+        cfg.image_size = a.image_size;
+    }
+    if take("seed") {
+        cfg.seed = a.seed;
+    }
+    if take("device") {
+        cfg.device = a.device;
+    }
+    if take("threads") {
+        cfg.threads = a.threads;
+    }
+    if take("data_threads") {
+        cfg.data.threads = a.data_threads;
+    }
+    if take("augment") {
+        cfg.data.augment = match a.augment {
+            AugmentArg::None => Augment::None,
+            AugmentArg::Flip => Augment::Flip,
+            AugmentArg::CropFlip => Augment::RandomResizedCropFlip,
+        };
+    }
+    if take("eval_resize") {
+        cfg.data.eval_resize = a.eval_resize;
+    }
+    if take("drop_last") {
+        cfg.data.last_batch = if a.drop_last {
+            LastBatch::Drop
+        } else {
+            LastBatch::Keep
+        };
+    }
+    if take("cache") {
+        cfg.data.cache = match a.cache.as_str() {
+            "off" => DecodeCache::Off,
+            "memory" => DecodeCache::Memory,
+            dir => DecodeCache::Disk(PathBuf::from(dir)),
+        };
+    }
+    if take("prefetch") {
+        cfg.data.prefetch = a.prefetch;
+    }
+    if take("log_every") {
+        cfg.log_every = a.log_every;
+    }
+    if take("stuck_epochs") {
+        cfg.divergence.window = a.stuck_epochs;
+    }
+    if take("on_stuck") {
+        cfg.divergence.on_stuck = match a.on_stuck {
+            OnStuckArg::Continue => OnStuck::Continue,
+            OnStuckArg::Stop => OnStuck::Stop,
+        };
+    }
+    Ok(())
+}
+
+fn display(p: ProgressArg) -> Display {
+    match p {
+        ProgressArg::Auto => Display::Auto,
+        ProgressArg::Bars => Display::Bars,
+        ProgressArg::Plain => Display::Plain,
+        ProgressArg::Quiet => Display::Quiet,
+    }
+}

@@ -1,0 +1,179 @@
+//! The run folder and its checkpoints.
+//!
+//! ```text
+//! <out>/config.json          the RunConfig
+//! <out>/classes.json         class folders and names, in index order
+//! <out>/metrics.jsonl, .csv  one record per finished epoch
+//! <out>/train.log            the log lines, as printed
+//! <out>/report.json          the Report, when a session ends
+//! <out>/checkpoint.json      which checkpoint is current (written last, atomically)
+//! <out>/checkpoints/<name>/  model.safetensors, optimizer.safetensors, state.json
+//! ```
+//! A checkpoint is written into a fresh folder (each file via temporary + rename), then
+//! `checkpoint.json` is switched to it, then older folders are removed: a kill at any
+//! point leaves `checkpoint.json` naming a whole checkpoint.
+
+use crate::atomic;
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use crate::metrics::{EpochRecord, Timing};
+use crate::optim::OptimizerState;
+use candle_core::Device;
+use cnn_data::ClassInfo;
+use cnn_models::Model;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const CLASSES_FILE: &str = "classes.json";
+pub const POINTER_FILE: &str = "checkpoint.json";
+pub const REPORT_FILE: &str = "report.json";
+pub const LOG_FILE: &str = "train.log";
+const CHECKPOINTS_DIR: &str = "checkpoints";
+const MODEL_FILE: &str = "model.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
+
+/// Running sums of an epoch in progress (all that is needed to finish it exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct EpochSums {
+    /// Sum of per-batch mean losses.
+    pub loss_sum: f64,
+    pub batches: usize,
+    pub correct: u64,
+    pub seen: u64,
+    /// Loss sum and batch count since the last `[Epoch e, Batch b]` line.
+    pub running_loss: f64,
+    pub running_batches: usize,
+    pub time: Timing,
+}
+
+/// Where training stands: the next batch to run and what the finished ones summed to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epoch in progress (0-based); equals the number of finished epochs at an epoch end.
+    pub epoch: usize,
+    /// Batches of `epoch` already done.
+    pub batch: usize,
+    pub sums: EpochSums,
+    /// Optimiser steps taken in the whole run.
+    pub steps: u64,
+    pub seed: u64,
+    /// Records of the finished epochs.
+    pub records: Vec<EpochRecord>,
+    /// Largest device memory use seen (CUDA), carried across sessions.
+    pub device_peak_bytes: Option<u64>,
+}
+
+impl TrainState {
+    pub fn fresh(seed: u64) -> Self {
+        Self {
+            epoch: 0,
+            batch: 0,
+            sums: EpochSums::default(),
+            steps: 0,
+            seed,
+            records: Vec::new(),
+            device_peak_bytes: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Pointer {
+    dir: String,
+    epoch: usize,
+    batch: usize,
+}
+
+/// Writes the model, optimiser state and training state as the run's current checkpoint.
+pub fn save(out: &Path, model: &Model, opt: &OptimizerState, state: &TrainState) -> Result<()> {
+    let root = out.join(CHECKPOINTS_DIR);
+    let name = format!("epoch{:04}-batch{:06}", state.epoch, state.batch);
+    let dir = root.join(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
+    model.save_weights(&dir.join(MODEL_FILE))?;
+    opt.save(&dir.join(OPTIMIZER_FILE))?;
+    atomic::write_json(&dir.join(STATE_FILE), state)?;
+    let pointer = Pointer {
+        dir: format!("{CHECKPOINTS_DIR}/{name}"),
+        epoch: state.epoch,
+        batch: state.batch,
+    };
+    atomic::write_json(&out.join(POINTER_FILE), &pointer)?;
+    for entry in std::fs::read_dir(&root)
+        .map_err(|e| TrainError::file(&root, e))?
+        .flatten()
+    {
+        if entry.file_name() != name.as_str() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The current checkpoint's folder, if the run has one.
+pub fn current(out: &Path) -> Result<Option<PathBuf>> {
+    let path = out.join(POINTER_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let p: Pointer = atomic::read_json(&path)?;
+    Ok(Some(out.join(p.dir)))
+}
+
+/// The current checkpoint's weights file.
+pub fn model_file(out: &Path) -> Result<PathBuf> {
+    match current(out)? {
+        Some(dir) => Ok(dir.join(MODEL_FILE)),
+        None => Err(TrainError::file(
+            out,
+            "no checkpoint here (no checkpoint.json): has this run finished an epoch?",
+        )),
+    }
+}
+
+/// Loads the current checkpoint into `model`; returns the optimiser and training state.
+pub fn load(out: &Path, model: &Model, device: &Device) -> Result<(OptimizerState, TrainState)> {
+    let dir = current(out)?.ok_or_else(|| TrainError::Resume {
+        path: out.to_path_buf(),
+        what: "no checkpoint to resume from".into(),
+    })?;
+    model.load_weights(&dir.join(MODEL_FILE))?;
+    let opt = OptimizerState::load(&dir.join(OPTIMIZER_FILE), device)?;
+    let state: TrainState = atomic::read_json(&dir.join(STATE_FILE))?;
+    Ok((opt, state))
+}
+
+/// Writes `config.json` and `classes.json` into `out` (created if missing).
+pub fn write_run_files(out: &Path, cfg: &RunConfig, classes: &[ClassInfo]) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .map_err(|e| TrainError::file(out, format!("cannot create the run folder: {e}")))?;
+    atomic::write_json(&out.join(CONFIG_FILE), cfg)?;
+    atomic::write_json(&out.join(CLASSES_FILE), &classes)
+}
+
+/// Reads a run folder's `config.json`.
+pub fn read_config(out: &Path) -> Result<RunConfig> {
+    let path = out.join(CONFIG_FILE);
+    if !path.is_file() {
+        return Err(TrainError::file(out, "not a run folder (no config.json)"));
+    }
+    atomic::read_json(&path)
+}
+
+/// Reads a run folder's `classes.json`.
+pub fn read_classes(out: &Path) -> Result<Vec<ClassInfo>> {
+    atomic::read_json(&out.join(CLASSES_FILE))
+}
+
+/// The verdict and records a run folder holds, for callers that only read.
+pub fn read_state(out: &Path) -> Result<Option<TrainState>> {
+    match current(out)? {
+        Some(dir) => Ok(Some(atomic::read_json(&dir.join(STATE_FILE))?)),
+        None => Ok(None),
+    }
+}

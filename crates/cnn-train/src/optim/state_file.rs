@@ -1,0 +1,61 @@
+//! Optimiser state in one safetensors file: slot tensors under `<param>.<slot>` names, the
+//! rule, weight decay and step counts as JSON in the header's metadata.
+
+use super::{Optimizer, OptimizerState};
+use crate::atomic::temporary_path;
+use crate::error::{Result, TrainError};
+use candle_core::Device;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+const RULE: &str = "rule";
+const WEIGHT_DECAY: &str = "weight_decay";
+const STEPS: &str = "steps";
+
+impl OptimizerState {
+    /// Writes the state to `path` atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = |v: serde_json::Result<String>| v.map_err(|e| TrainError::file(path, e));
+        let meta = HashMap::from([
+            (RULE.to_string(), json(serde_json::to_string(&self.rule))?),
+            (
+                WEIGHT_DECAY.to_string(),
+                json(serde_json::to_string(&self.weight_decay))?,
+            ),
+            (STEPS.to_string(), json(serde_json::to_string(&self.steps))?),
+        ]);
+        let tmp = temporary_path(path);
+        safetensors::serialize_to_file(
+            self.slots.iter().map(|(k, v)| (k.as_str(), v)),
+            Some(meta),
+            &tmp,
+        )
+        .map_err(|e| TrainError::file(&tmp, format!("cannot write optimiser state: {e}")))?;
+        std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, e))
+    }
+
+    /// Reads a state written by [`OptimizerState::save`], placing its tensors on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let bad =
+            |what: String| TrainError::file(path, format!("not an optimiser state file: {what}"));
+        let bytes = std::fs::read(path).map_err(|e| TrainError::file(path, e))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let field = |k: &str| meta.get(k).ok_or_else(|| bad(format!("no '{k}' entry")));
+        let rule: Optimizer = serde_json::from_str(field(RULE)?).map_err(|e| bad(e.to_string()))?;
+        let weight_decay: f64 =
+            serde_json::from_str(field(WEIGHT_DECAY)?).map_err(|e| bad(e.to_string()))?;
+        let steps: BTreeMap<String, u64> =
+            serde_json::from_str(field(STEPS)?).map_err(|e| bad(e.to_string()))?;
+        let slots = candle_core::safetensors::load_buffer(&bytes, device)?
+            .into_iter()
+            .collect();
+        Ok(Self {
+            rule,
+            weight_decay,
+            steps,
+            slots,
+        })
+    }
+}
