@@ -42,6 +42,10 @@ fn project_root() -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Training tasks reuse freed memory; `bench` sets its rows' allocator itself (--malloc).
+    if matches!(cli.task, Some(Task::Reproduce(_) | Task::Ci(_))) {
+        cnn_train::tune_for_training();
+    }
     let root = project_root();
     if let Err(e) = std::env::set_current_dir(&root) {
         eprintln!(

@@ -30,6 +30,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    cnn_train::tune_for_training();
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error (please report): {info}");

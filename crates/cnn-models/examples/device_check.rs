@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 use cnn_models::{Model, Pass};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 fn relative_error(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
@@ -23,7 +23,7 @@ fn relative_error(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
     Ok(diff / b.sqr()?.sum_all()?.sqrt()?.to_scalar::<f64>()?)
 }
 
-fn parity(dir: &PathBuf, dev: &Device) -> anyhow::Result<()> {
+fn parity(dir: &Path, dev: &Device) -> anyhow::Result<()> {
     let model = Model::new("resnet18", 10, 0, dev)?;
     model.load_weights(&dir.join("resnet18.weights.safetensors"))?;
     let expected: HashMap<String, Tensor> =

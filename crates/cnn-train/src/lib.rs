@@ -17,6 +17,7 @@
 //! # Ok::<(), cnn_train::TrainError>(())
 //! ```
 
+mod allocator;
 mod atomic;
 pub mod checkpoint;
 mod config;
@@ -34,6 +35,7 @@ mod optim;
 mod run;
 mod schedule;
 
+pub use allocator::tune_for_training;
 pub use config::{DataConfig, Device, RunConfig};
 pub use console::{timing_line, Console, Display};
 pub use data::{batches, eval_loader, eval_transform, open_data, to_tensors, Data};

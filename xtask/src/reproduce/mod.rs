@@ -136,16 +136,21 @@ fn train(
     if force && dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    let has_checkpoint = cnn_train::checkpoint::current(&dir)?.is_some();
-    if !has_checkpoint {
-        if let Some(base) = exp.continues {
-            let base = out.join(base);
-            if cnn_train::checkpoint::current(&base)?.is_some() {
-                copy_dir(&base, &dir)?;
-            }
+    if dir.exists() && !has_weights(&dir)? {
+        // A run folder without its weights (they are not committed: see .gitignore) cannot be
+        // reused or resumed; its metrics describe weights that are gone, so it is retrained.
+        println!(
+            "reproduce: {} has no checkpoint weights; training it again",
+            dir.display()
+        );
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    if let Some(base) = exp.continues.map(|b| out.join(b)) {
+        if !dir.exists() && has_weights(&base)? {
+            copy_dir(&base, &dir)?;
         }
     }
-    let start = if cnn_train::checkpoint::current(&dir)?.is_some() {
+    let start = if has_weights(&dir)? {
         Start::Resume
     } else {
         Start::Fresh
@@ -166,6 +171,11 @@ fn train(
         console.handle(e)
     })?;
     Ok(report)
+}
+
+/// Whether `dir` holds a run whose current checkpoint is on disk.
+fn has_weights(dir: &Path) -> Result<bool> {
+    Ok(cnn_train::checkpoint::current(dir)?.is_some_and(|c| c.is_dir()))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -39,8 +39,8 @@ impl Profile {
             },
             Profile::Quick => Sizes {
                 image_size: 72,
-                batch_size: 32,
-                per_class: Some((120, 40)),
+                batch_size: 64,
+                per_class: Some((60, 30)),
             },
         }
     }

@@ -1,6 +1,12 @@
 //! Batch normalisation over NCHW, as `nn.BatchNorm2d` computes it in train and eval mode.
+//!
+//! On the CPU each mode is one custom op whose forward and backward are single sweeps over
+//! memory (`cpu::batch_norm`); elsewhere (CUDA) it is composed from candle ops.
 
-use candle_core::{bail, Result, Tensor};
+use super::cpu::batch_norm::{self as kernel, Planes};
+use super::cpu::Element;
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, Mutex};
 
 /// Per-channel statistics of one train-mode batch, for the running-average update.
 pub struct BatchNormStats {
@@ -27,6 +33,33 @@ pub fn batch_norm_train(
     if count < 2 {
         bail!("batch_norm: expected more than 1 value per channel when training, got input {n}x{c}x{h}x{w}")
     }
+    let (y, mean, var) = if fused(x, weight) {
+        train_fused(x, weight, bias, eps)?
+    } else {
+        train_composed(x, weight, bias, eps)?
+    };
+    let stats = BatchNormStats {
+        mean: mean.detach().flatten_all()?,
+        unbiased_var: (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?,
+    };
+    Ok((y, stats))
+}
+
+/// Whether the CPU kernels apply (f32 or f64 on the CPU, switched on).
+fn fused(x: &Tensor, weight: &Tensor) -> bool {
+    x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && weight.dtype() == x.dtype()
+        && super::cpu_kernels().batch_norm
+}
+
+/// Output, batch mean and biased batch variance from candle ops (any device).
+fn train_composed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let mean = x.mean_keepdim((0, 2, 3))?;
     let centered = x.broadcast_sub(&mean)?;
     let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
@@ -35,11 +68,7 @@ pub fn batch_norm_train(
     let y = centered
         .broadcast_mul(&scale)?
         .broadcast_add(&channel_view(bias)?)?;
-    let stats = BatchNormStats {
-        mean: mean.detach().flatten_all()?,
-        unbiased_var: (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?,
-    };
-    Ok((y, stats))
+    Ok((y, mean, var))
 }
 
 /// Eval mode: normalise with the running statistics.
@@ -53,6 +82,293 @@ pub fn batch_norm_eval(
 ) -> Result<Tensor> {
     let scale = (running_var + eps)?.sqrt()?.recip()?.mul(weight)?;
     let shift = bias.sub(&running_mean.mul(&scale)?)?;
-    x.broadcast_mul(&channel_view(&scale)?)?
-        .broadcast_add(&channel_view(&shift)?)
+    if fused(x, weight) {
+        // Per-channel affine map as one op; the small per-channel math above stays
+        // differentiable through candle, so weight and bias still get their gradients.
+        x.contiguous()?
+            .apply_op3(&scale.contiguous()?, &shift.contiguous()?, ChannelAffine)
+    } else {
+        x.broadcast_mul(&channel_view(&scale)?)?
+            .broadcast_add(&channel_view(&shift)?)
+    }
+}
+
+fn planes(layout: &Layout) -> Result<Planes> {
+    let (n, c, h, w) = layout.shape().dims4()?;
+    Ok(Planes { n, c, hw: h * w })
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("batch_norm: expected contiguous tensors"),
+    }
+}
+
+/// A per-channel tensor's values in f64.
+fn values<T: Element>(data: &[T], layout: &Layout) -> Result<Vec<f64>> {
+    Ok(slice(data, layout)?.iter().map(|v| v.to_f64()).collect())
+}
+
+/// A per-channel vector as a tensor of `like`'s type and device.
+fn channel_tensor(v: Vec<f64>, like: &Tensor) -> Result<Tensor> {
+    Tensor::from_vec(v, like.dim(1)?, like.device())?.to_dtype(like.dtype())
+}
+
+/// Train mode on the CPU: one op whose backward is one fused op too.
+fn train_fused(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let saved = Arc::new(Mutex::new(Saved::default()));
+    let op = TrainOp {
+        eps,
+        saved: saved.clone(),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let saved = saved.lock().unwrap();
+    let mean = channel_tensor(saved.mean.clone(), x)?;
+    Ok((y, mean, channel_tensor(saved.var.clone(), x)?))
+}
+
+/// Batch statistics the forward pass found, kept for the backward pass.
+#[derive(Default, Clone)]
+struct Saved {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+}
+
+/// (x, weight, bias) -> y with the batch's statistics.
+struct TrainOp {
+    eps: f64,
+    saved: Arc<Mutex<Saved>>,
+}
+
+impl CustomOp3 for TrainOp {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = planes(l1)?;
+        fn run<T: Element>(
+            op: &TrainOp,
+            p: Planes,
+            (x, l1): (&[T], &Layout),
+            (w, l2): (&[T], &Layout),
+            (b, l3): (&[T], &Layout),
+        ) -> Result<Vec<T>> {
+            let x = slice(x, l1)?;
+            let (w, b) = (values(w, l2)?, values(b, l3)?);
+            let (mean, var) = kernel::channel_stats(p, x);
+            let scale: Vec<f64> = var
+                .iter()
+                .zip(&w)
+                .map(|(v, w)| w / (v + op.eps).sqrt())
+                .collect();
+            let y = kernel::normalise(p, x, &mean, &scale, &b);
+            *op.saved.lock().unwrap() = Saved { mean, var };
+            Ok(y)
+        }
+        let y = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(run(self, p, (x, l1), (w, l2), (b, l3))?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(run(self, p, (x, l1), (w, l2), (b, l3))?)
+            }
+            _ => bail!("batch_norm: only f32 or f64 tensors of one type are supported"),
+        };
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Saved { mean, var } = self.saved.lock().unwrap().clone();
+        let gamma: Vec<f64> = weight.to_dtype(DType::F64)?.to_vec1()?;
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let back = Backward {
+            mean: mean.clone(),
+            coefficients: Coefficients::Train {
+                gamma,
+                inv_std: inv_std.clone(),
+            },
+            sums: Mutex::default(),
+        };
+        let gx = x.apply_op2_no_bwd(&gy.contiguous()?, &back)?;
+        let (sum_gy, sum_gy_x) = std::mem::take(&mut *back.sums.lock().unwrap());
+        // Σ gy·x̂ = inv_std · (Σ gy·x − mean · Σ gy)
+        let sum_gy_xhat = (0..mean.len())
+            .map(|c| inv_std[c] * (sum_gy_x[c] - mean[c] * sum_gy[c]))
+            .collect();
+        let gw = match weight.track_op() {
+            true => Some(channel_tensor(sum_gy_xhat, x)?),
+            false => None,
+        };
+        let gb = match bias.track_op() {
+            true => Some(channel_tensor(sum_gy, x)?),
+            false => None,
+        };
+        Ok((x.track_op().then_some(gx), gw, gb))
+    }
+}
+
+/// (x, scale, shift) -> x * scale[c] + shift[c]: eval mode's map.
+struct ChannelAffine;
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = planes(l1)?;
+        fn run<T: Element>(
+            p: Planes,
+            (x, l1): (&[T], &Layout),
+            (a, l2): (&[T], &Layout),
+            (b, l3): (&[T], &Layout),
+        ) -> Result<Vec<T>> {
+            let zero = vec![0.0; p.c];
+            Ok(kernel::normalise(
+                p,
+                slice(x, l1)?,
+                &zero,
+                &values(a, l2)?,
+                &values(b, l3)?,
+            ))
+        }
+        let y = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                CpuStorage::F32(run(p, (x, l1), (a, l2), (b, l3))?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                CpuStorage::F64(run(p, (x, l1), (a, l2), (b, l3))?)
+            }
+            _ => bail!("batch_norm: only f32 or f64 tensors of one type are supported"),
+        };
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = scale.elem_count();
+        let back = Backward {
+            mean: vec![0.0; c],
+            coefficients: Coefficients::Affine {
+                scale: scale.to_dtype(DType::F64)?.to_vec1()?,
+            },
+            sums: Mutex::default(),
+        };
+        let gx = x.apply_op2_no_bwd(&gy.contiguous()?, &back)?;
+        let (sum_gy, sum_gy_x) = std::mem::take(&mut *back.sums.lock().unwrap());
+        let gscale = match scale.track_op() {
+            true => Some(channel_tensor(sum_gy_x, x)?),
+            false => None,
+        };
+        let gshift = match shift.track_op() {
+            true => Some(channel_tensor(sum_gy, x)?),
+            false => None,
+        };
+        Ok((x.track_op().then_some(gx), gscale, gshift))
+    }
+}
+
+/// How the input gradient follows from the per-channel sums.
+enum Coefficients {
+    /// Train mode: `gx = γ·inv_std·(gy − Σgy/M − x̂·Σ(gy·x̂)/M)`.
+    Train { gamma: Vec<f64>, inv_std: Vec<f64> },
+    /// Eval mode: `gx = scale · gy`.
+    Affine { scale: Vec<f64> },
+}
+
+/// (x, gy) -> gx, leaving `Σ gy` and `Σ gy·x` per channel in `sums` for the parameters.
+struct Backward {
+    mean: Vec<f64>,
+    coefficients: Coefficients,
+    sums: Mutex<(Vec<f64>, Vec<f64>)>,
+}
+
+impl Backward {
+    fn run<T: Element>(&self, p: Planes, x: &[T], gy: &[T]) -> Vec<T> {
+        let (sum_gy, sum_gy_x) = kernel::grad_sums(p, x, gy);
+        let m = (p.n * p.hw) as f64;
+        let gx = match &self.coefficients {
+            Coefficients::Affine { scale } => {
+                let zero = vec![0.0; p.c];
+                kernel::normalise(p, gy, &zero, scale, &zero)
+            }
+            Coefficients::Train { gamma, inv_std } => {
+                let (mut a, mut b, mut d) = (vec![0.0; p.c], vec![0.0; p.c], vec![0.0; p.c]);
+                for c in 0..p.c {
+                    let k = gamma[c] * inv_std[c];
+                    let sum_gy_xhat = inv_std[c] * (sum_gy_x[c] - self.mean[c] * sum_gy[c]);
+                    a[c] = k;
+                    b[c] = -k * inv_std[c] * sum_gy_xhat / m;
+                    d[c] = -k * sum_gy[c] / m;
+                }
+                kernel::input_grad(p, gy, x, &self.mean, [&a, &b, &d])
+            }
+        };
+        *self.sums.lock().unwrap() = (sum_gy, sum_gy_x);
+        gx
+    }
+}
+
+impl CustomOp2 for Backward {
+    fn name(&self) -> &'static str {
+        "batch-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = planes(l1)?;
+        let gx = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(gy)) => {
+                CpuStorage::F32(self.run(p, slice(x, l1)?, slice(gy, l2)?))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(gy)) => {
+                CpuStorage::F64(self.run(p, slice(x, l1)?, slice(gy, l2)?))
+            }
+            _ => bail!("batch_norm backward: only f32 or f64 tensors of one type are supported"),
+        };
+        Ok((gx, l1.shape().clone()))
+    }
 }

@@ -29,6 +29,45 @@ pub(crate) fn conv2d_no_bias(
     x.contiguous()?.apply_op2(&weight.contiguous()?, op)
 }
 
+/// The gradient of `conv2d(x, weight)` with respect to `x` (of dims `x_dims`), given the
+/// output's gradient `gy`: what the backward pass runs, exposed for benchmarks.
+pub fn conv2d_input_grad(
+    weight: &Tensor,
+    gy: &Tensor,
+    x_dims: &[usize],
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let op = Conv {
+        stride,
+        padding,
+        input_grad: true,
+    };
+    let g = op.geometry(x_dims, weight.dims())?;
+    weight
+        .contiguous()?
+        .apply_op2_no_bwd(&gy.contiguous()?, &InputGrad(g))
+}
+
+/// The gradient of `conv2d(x, weight)` with respect to `weight` (of dims `w_dims`), given
+/// the output's gradient `gy`: what the backward pass runs, exposed for benchmarks.
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    gy: &Tensor,
+    w_dims: &[usize],
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let op = Conv {
+        stride,
+        padding,
+        input_grad: true,
+    };
+    let g = op.geometry(x.dims(), w_dims)?;
+    x.contiguous()?
+        .apply_op2_no_bwd(&gy.contiguous()?, &WeightGrad(g))
+}
+
 #[derive(Clone, Copy)]
 struct Conv {
     stride: usize,

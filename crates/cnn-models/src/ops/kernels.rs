@@ -12,6 +12,10 @@ pub struct CpuKernels {
     pub batch_norm: bool,
     /// Split a convolution's batch across threads (false: split each GEMM instead).
     pub conv_split_batch: bool,
+    /// One-pass ReLU forward and backward (false: candle's `relu` and its backward).
+    pub relu: bool,
+    /// Linear layers as one op with GEMMs into contiguous gradients (false: candle's matmul).
+    pub linear: bool,
 }
 
 impl Default for CpuKernels {
@@ -20,6 +24,8 @@ impl Default for CpuKernels {
             conv: true,
             batch_norm: true,
             conv_split_batch: true,
+            relu: true,
+            linear: true,
         }
     }
 }
@@ -31,6 +37,8 @@ impl CpuKernels {
             conv: false,
             batch_norm: false,
             conv_split_batch: true,
+            relu: false,
+            linear: false,
         }
     }
 }
@@ -38,13 +46,22 @@ impl CpuKernels {
 const CONV: u8 = 1;
 const BATCH_NORM: u8 = 2;
 const SPLIT_CONV_BATCH: u8 = 4;
-static CHOICE: AtomicU8 = AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH);
+const RELU: u8 = 8;
+const LINEAR: u8 = 16;
+static CHOICE: AtomicU8 = AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR);
 
 /// Sets the kernels later calls use, process-wide.
 pub fn set_cpu_kernels(k: CpuKernels) {
-    let bits = (k.conv as u8) * CONV
-        | (k.batch_norm as u8) * BATCH_NORM
-        | (k.conv_split_batch as u8) * SPLIT_CONV_BATCH;
+    let bits = [
+        (k.conv, CONV),
+        (k.batch_norm, BATCH_NORM),
+        (k.conv_split_batch, SPLIT_CONV_BATCH),
+        (k.relu, RELU),
+        (k.linear, LINEAR),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |bits, (_, bit)| bits | bit);
     CHOICE.store(bits, Ordering::Relaxed);
 }
 
@@ -55,5 +72,7 @@ pub fn cpu_kernels() -> CpuKernels {
         conv: bits & CONV != 0,
         batch_norm: bits & BATCH_NORM != 0,
         conv_split_batch: bits & SPLIT_CONV_BATCH != 0,
+        relu: bits & RELU != 0,
+        linear: bits & LINEAR != 0,
     }
 }

@@ -12,10 +12,13 @@ mod conv;
 mod cpu;
 mod dropout;
 mod kernels;
+mod linear;
 mod max_pool;
+mod relu;
 
 pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_bounds};
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormStats};
+pub use conv::{conv2d_input_grad, conv2d_weight_grad};
 pub use dropout::{dropout, dropout_mask};
 pub use kernels::{cpu_kernels, set_cpu_kernels, CpuKernels};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
@@ -39,7 +42,7 @@ pub fn conv2d(
 
 /// Fully connected layer as PyTorch's `nn.Linear`: `x @ weight.T + bias`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.matmul(&weight.t()?)?;
+    let y = linear::matmul_t(x, weight)?;
     match bias {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
@@ -48,5 +51,5 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 
 /// Rectified linear unit.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    x.relu()
+    relu::relu(x)
 }

@@ -34,10 +34,6 @@ impl ConvGeom {
     pub fn out_image(&self) -> usize {
         self.cout * self.ohw()
     }
-    /// Multiply-adds of the forward pass (each backward pass costs the same).
-    pub fn macs(&self) -> usize {
-        self.n * self.cout * self.ohw() * self.ckk()
-    }
     /// A 1x1, stride-1, unpadded conv: the image already is its column matrix.
     pub fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0

@@ -1,7 +1,7 @@
 //! CPU kernels behind [`crate::ops`]: the element types they run on, per-thread scratch
 //! buffers, and a thin wrapper over the `gemm` crate's SGEMM/DGEMM.
 
-// pub(crate) mod batch_norm;
+pub(crate) mod batch_norm;
 pub(crate) mod conv;
 mod im2col;
 

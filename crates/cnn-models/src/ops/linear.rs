@@ -1,0 +1,146 @@
+//! `x @ weight.T` on the CPU as one custom op whose backward runs two GEMMs straight into
+//! contiguous gradients (candle's matmul backward goes through transposed views, and adding
+//! a transposed 37M-value weight gradient into the store takes its slow strided path).
+
+use super::cpu::{gemm, Element, MatRef};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+
+/// `x (n, in) @ weight (out, in).T`.
+pub(crate) fn matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let fast = x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.dtype() == weight.dtype()
+        && x.rank() == 2
+        && super::cpu_kernels().linear;
+    if !fast {
+        return x.matmul(&weight.t()?);
+    }
+    let (n, inputs) = x.dims2()?;
+    let (outputs, w_in) = weight.dims2()?;
+    if inputs != w_in {
+        bail!("linear: input has {inputs} features, weight expects {w_in}")
+    }
+    let op = MatmulT {
+        n,
+        inputs,
+        outputs,
+        input_grad: x.track_op(),
+    };
+    x.contiguous()?.apply_op2(&weight.contiguous()?, op)
+}
+
+#[derive(Clone, Copy)]
+struct MatmulT {
+    n: usize,
+    inputs: usize,
+    outputs: usize,
+    input_grad: bool,
+}
+
+/// Which product of the three an op computes.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// (x, w) -> x w^T
+    Forward,
+    /// (gy, w) -> gy w
+    InputGrad,
+    /// (gy, x) -> gy^T x
+    WeightGrad,
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("linear: expected contiguous tensors"),
+    }
+}
+
+impl MatmulT {
+    fn run<T: Element>(&self, pass: Pass, a: &[T], b: &[T]) -> Vec<T> {
+        let (n, i, o) = (self.n, self.inputs, self.outputs);
+        let threads = rayon::current_num_threads();
+        let (m, cols, k, lhs, rhs) = match pass {
+            Pass::Forward => (n, o, i, MatRef::rows(a, i), MatRef::transposed(b, i)),
+            Pass::InputGrad => (n, i, o, MatRef::rows(a, o), MatRef::rows(b, i)),
+            Pass::WeightGrad => (o, i, n, MatRef::transposed(a, o), MatRef::rows(b, i)),
+        };
+        let mut out = vec![T::ZERO; m * cols];
+        // SAFETY: each operand is a contiguous slice of exactly the extent its MatRef reads:
+        // x (n x i), w (o x i), gy (n x o).
+        unsafe { gemm(m, cols, k, &mut out, cols, false, lhs, rhs, threads) };
+        out
+    }
+
+    fn apply(&self, pass: Pass, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        a.apply_op2_no_bwd(b, &Product(*self, pass))
+    }
+}
+
+/// One of the three products as a no-backward op.
+struct Product(MatmulT, Pass);
+
+impl CustomOp2 for Product {
+    fn name(&self) -> &'static str {
+        "linear-product"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let Product(op, pass) = self;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                CpuStorage::F32(op.run(*pass, slice(a, l1)?, slice(b, l2)?))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                CpuStorage::F64(op.run(*pass, slice(a, l1)?, slice(b, l2)?))
+            }
+            _ => bail!("linear: only f32 or f64 tensors of one type are supported"),
+        };
+        let shape = match pass {
+            Pass::Forward => (op.n, op.outputs),
+            Pass::InputGrad => (op.n, op.inputs),
+            Pass::WeightGrad => (op.outputs, op.inputs),
+        };
+        Ok((out, Shape::from(shape)))
+    }
+}
+
+impl CustomOp2 for MatmulT {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Product(*self, Pass::Forward).cpu_fwd(s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gy = gy.contiguous()?;
+        let gx = match self.input_grad {
+            true => Some(self.apply(Pass::InputGrad, &gy, w)?),
+            false => None,
+        };
+        let gw = match w.track_op() {
+            true => Some(self.apply(Pass::WeightGrad, &gy, x)?),
+            false => None,
+        };
+        Ok((gx, gw))
+    }
+}
