@@ -3,6 +3,7 @@
 //! On the CPU each mode is one custom op whose forward and backward are single sweeps over
 //! memory (`cpu::batch_norm`); elsewhere (CUDA) it is composed from candle ops.
 
+use super::contiguous_slice;
 use super::cpu::batch_norm::{self as kernel, Planes};
 use super::cpu::Element;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -98,16 +99,12 @@ fn planes(layout: &Layout) -> Result<Planes> {
     Ok(Planes { n, c, hw: h * w })
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("batch_norm: expected contiguous tensors"),
-    }
-}
-
 /// A per-channel tensor's values in f64.
 fn values<T: Element>(data: &[T], layout: &Layout) -> Result<Vec<f64>> {
-    Ok(slice(data, layout)?.iter().map(|v| v.to_f64()).collect())
+    Ok(contiguous_slice(data, layout, "batch_norm")?
+        .iter()
+        .map(|v| v.to_f64())
+        .collect())
 }
 
 /// A per-channel vector as a tensor of `like`'s type and device.
@@ -170,7 +167,7 @@ impl CustomOp3 for TrainOp {
             (w, l2): (&[T], &Layout),
             (b, l3): (&[T], &Layout),
         ) -> Result<Vec<T>> {
-            let x = slice(x, l1)?;
+            let x = contiguous_slice(x, l1, "batch_norm")?;
             let (w, b) = (values(w, l2)?, values(b, l3)?);
             let (mean, var) = kernel::channel_stats(p, x);
             let scale: Vec<f64> = var
@@ -258,7 +255,7 @@ impl CustomOp3 for ChannelAffine {
             let zero = vec![0.0; p.c];
             Ok(kernel::normalise(
                 p,
-                slice(x, l1)?,
+                contiguous_slice(x, l1, "batch_norm")?,
                 &zero,
                 &values(a, l2)?,
                 &values(b, l3)?,
@@ -361,12 +358,16 @@ impl CustomOp2 for Backward {
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1)?;
         let gx = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(gy)) => {
-                CpuStorage::F32(self.run(p, slice(x, l1)?, slice(gy, l2)?))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(gy)) => {
-                CpuStorage::F64(self.run(p, slice(x, l1)?, slice(gy, l2)?))
-            }
+            (CpuStorage::F32(x), CpuStorage::F32(gy)) => CpuStorage::F32(self.run(
+                p,
+                contiguous_slice(x, l1, "batch_norm")?,
+                contiguous_slice(gy, l2, "batch_norm")?,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(gy)) => CpuStorage::F64(self.run(
+                p,
+                contiguous_slice(x, l1, "batch_norm")?,
+                contiguous_slice(gy, l2, "batch_norm")?,
+            )),
             _ => bail!("batch_norm backward: only f32 or f64 tensors of one type are supported"),
         };
         Ok((gx, l1.shape().clone()))

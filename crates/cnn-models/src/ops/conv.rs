@@ -1,6 +1,7 @@
 //! 2-D convolution: on the CPU a custom op over the im2col + GEMM kernels in `cpu::conv`,
 //! elsewhere (CUDA) candle's own `conv2d`.
 
+use super::contiguous_slice;
 use super::cpu::conv::{self as kernel, ConvGeom};
 use super::cpu::Element;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
@@ -113,13 +114,6 @@ impl Conv {
     }
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("conv2d: expected contiguous tensors"),
-    }
-}
-
 /// Runs `f` on two same-typed CPU storages, f32 or f64.
 fn dispatch(
     name: &str,
@@ -129,12 +123,14 @@ fn dispatch(
     f64_fn: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
 ) -> Result<CpuStorage> {
     Ok(match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-            CpuStorage::F32(f32_fn(slice(a, l1)?, slice(b, l2)?))
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-            CpuStorage::F64(f64_fn(slice(a, l1)?, slice(b, l2)?))
-        }
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(f32_fn(
+            contiguous_slice(a, l1, "conv2d")?,
+            contiguous_slice(b, l2, "conv2d")?,
+        )),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(f64_fn(
+            contiguous_slice(a, l1, "conv2d")?,
+            contiguous_slice(b, l2, "conv2d")?,
+        )),
         _ => bail!("{name}: only f32 or f64 tensors of one type are supported"),
     })
 }

@@ -2,6 +2,7 @@
 //! contiguous gradients (candle's matmul backward goes through transposed views, and adding
 //! a transposed 37M-value weight gradient into the store takes its slow strided path).
 
+use super::contiguous_slice;
 use super::cpu::{gemm, Element, MatRef};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
@@ -48,13 +49,6 @@ enum Pass {
     WeightGrad,
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("linear: expected contiguous tensors"),
-    }
-}
-
 impl MatmulT {
     fn run<T: Element>(&self, pass: Pass, a: &[T], b: &[T]) -> Vec<T> {
         let (n, i, o) = (self.n, self.inputs, self.outputs);
@@ -93,12 +87,16 @@ impl CustomOp2 for Product {
     ) -> Result<(CpuStorage, Shape)> {
         let Product(op, pass) = self;
         let out = match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32(op.run(*pass, slice(a, l1)?, slice(b, l2)?))
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64(op.run(*pass, slice(a, l1)?, slice(b, l2)?))
-            }
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(op.run(
+                *pass,
+                contiguous_slice(a, l1, "linear")?,
+                contiguous_slice(b, l2, "linear")?,
+            )),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(op.run(
+                *pass,
+                contiguous_slice(a, l1, "linear")?,
+                contiguous_slice(b, l2, "linear")?,
+            )),
             _ => bail!("linear: only f32 or f64 tensors of one type are supported"),
         };
         let shape = match pass {

@@ -5,6 +5,7 @@
 //! parallel with rayon). Elsewhere (CUDA) it is composed from differentiable candle ops, whose
 //! backward splits a tie between the tied inputs instead of picking the first.
 
+use super::contiguous_slice;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -217,13 +218,6 @@ impl IsNan for f64 {
     }
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("max_pool2d: expected a contiguous tensor"),
-    }
-}
-
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
         "max-pool2d"
@@ -245,8 +239,12 @@ impl CustomOp1 for MaxPool {
             out
         }
         let out = match storage {
-            CpuStorage::F32(d) => CpuStorage::F32(run(self, contiguous(d, layout)?, g)),
-            CpuStorage::F64(d) => CpuStorage::F64(run(self, contiguous(d, layout)?, g)),
+            CpuStorage::F32(d) => {
+                CpuStorage::F32(run(self, contiguous_slice(d, layout, "max_pool2d")?, g))
+            }
+            CpuStorage::F64(d) => {
+                CpuStorage::F64(run(self, contiguous_slice(d, layout, "max_pool2d")?, g))
+            }
             _ => bail!("max_pool2d: only f32 and f64 are supported"),
         };
         Ok((out, out_shape))
@@ -290,12 +288,18 @@ impl CustomOp2 for MaxPoolBackward {
             grad_in
         }
         let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(go)) => {
-                CpuStorage::F32(run(&op, contiguous(x, l1)?, contiguous(go, l2)?, g))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(go)) => {
-                CpuStorage::F64(run(&op, contiguous(x, l1)?, contiguous(go, l2)?, g))
-            }
+            (CpuStorage::F32(x), CpuStorage::F32(go)) => CpuStorage::F32(run(
+                &op,
+                contiguous_slice(x, l1, "max_pool2d")?,
+                contiguous_slice(go, l2, "max_pool2d")?,
+                g,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(go)) => CpuStorage::F64(run(
+                &op,
+                contiguous_slice(x, l1, "max_pool2d")?,
+                contiguous_slice(go, l2, "max_pool2d")?,
+                g,
+            )),
             _ => bail!("max_pool2d backward: only f32 and f64 are supported"),
         };
         Ok((out, l1.shape().clone()))

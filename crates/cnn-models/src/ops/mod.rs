@@ -23,7 +23,15 @@ pub use dropout::{dropout, dropout_mask};
 pub use kernels::{cpu_kernels, set_cpu_kernels, CpuKernels};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
 
-use candle_core::{Result, Tensor};
+use candle_core::{Layout, Result, Tensor};
+
+/// The values of a contiguous CPU tensor's storage; `op` names the caller in the error.
+pub(crate) fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: expected contiguous tensors"),
+    }
+}
 
 /// 2-D convolution (NCHW input, OIHW kernel) with an optional per-channel bias.
 pub fn conv2d(

@@ -1,6 +1,7 @@
 //! ReLU on the CPU as one parallel pass forward and one backward (candle's backward builds
 //! a zero tensor, compares, converts and multiplies: four passes and three allocations).
 
+use super::contiguous_slice;
 use super::cpu::Element;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -16,13 +17,6 @@ pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1(Relu)
     } else {
         x.relu()
-    }
-}
-
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("relu: expected a contiguous tensor"),
     }
 }
 
@@ -61,8 +55,8 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let y = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(forward(slice(x, l)?)),
-            CpuStorage::F64(x) => CpuStorage::F64(forward(slice(x, l)?)),
+            CpuStorage::F32(x) => CpuStorage::F32(forward(contiguous_slice(x, l, "relu")?)),
+            CpuStorage::F64(x) => CpuStorage::F64(forward(contiguous_slice(x, l, "relu")?)),
             _ => bail!("relu: only f32 and f64 are supported"),
         };
         Ok((y, l.shape().clone()))
@@ -89,12 +83,14 @@ impl CustomOp2 for ReluBackward {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let gx = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => {
-                CpuStorage::F32(backward(slice(y, l1)?, slice(g, l2)?))
-            }
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => {
-                CpuStorage::F64(backward(slice(y, l1)?, slice(g, l2)?))
-            }
+            (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(backward(
+                contiguous_slice(y, l1, "relu")?,
+                contiguous_slice(g, l2, "relu")?,
+            )),
+            (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(backward(
+                contiguous_slice(y, l1, "relu")?,
+                contiguous_slice(g, l2, "relu")?,
+            )),
             _ => bail!("relu backward: only f32 and f64 tensors of one type are supported"),
         };
         Ok((gx, l1.shape().clone()))
