@@ -118,6 +118,34 @@ pub struct Dataset {
 
 impl Dataset {
     /// Display names in class-index order.
+    /// A data set whose images are already in memory (CIFAR-10, IDX): class folders are the
+    /// class names, and a decoded image cannot be a bad file.
+    pub(crate) fn decoded(
+        description: String,
+        names: Vec<String>,
+        train: Vec<Sample>,
+        test: Vec<Sample>,
+    ) -> Self {
+        let split = |samples| Split {
+            samples,
+            bad_files: BadFilePolicy::Fail,
+        };
+        Dataset {
+            description,
+            classes: names
+                .into_iter()
+                .map(|n| ClassInfo {
+                    folder: n.clone(),
+                    name: n,
+                })
+                .collect(),
+            train: split(train),
+            test: split(test),
+            skipped: Vec::new(),
+            ignored: 0,
+        }
+    }
+
     pub fn class_names(&self) -> Vec<String> {
         self.classes.iter().map(|c| c.name.clone()).collect()
     }

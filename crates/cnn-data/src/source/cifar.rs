@@ -7,10 +7,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::dataset::{ClassInfo, Dataset, Origin, Sample, Split};
+use crate::dataset::{Dataset, Origin, Sample};
 use crate::error::DataError;
 use crate::rgb::Rgb8;
-use crate::spec::BadFilePolicy;
 
 /// CIFAR-10's class names, in label order.
 pub const CIFAR10_CLASSES: [&str; 10] = [
@@ -108,24 +107,10 @@ pub(crate) fn open(dir: &Path) -> Result<Dataset, DataError> {
     } else {
         CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()
     };
-    Ok(Dataset {
-        description: format!("CIFAR-10 binary batches in {}", base.display()),
-        classes: names
-            .into_iter()
-            .map(|n| ClassInfo {
-                folder: n.clone(),
-                name: n,
-            })
-            .collect(),
-        train: Split {
-            samples: train,
-            bad_files: BadFilePolicy::Fail,
-        },
-        test: Split {
-            samples: test,
-            bad_files: BadFilePolicy::Fail,
-        },
-        skipped: Vec::new(),
-        ignored: 0,
-    })
+    Ok(Dataset::decoded(
+        format!("CIFAR-10 binary batches in {}", base.display()),
+        names,
+        train,
+        test,
+    ))
 }

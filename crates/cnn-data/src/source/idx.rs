@@ -4,10 +4,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dataset::{ClassInfo, Dataset, Origin, Sample, Split};
+use crate::dataset::{Dataset, Origin, Sample};
 use crate::error::DataError;
 use crate::rgb::Rgb8;
-use crate::spec::BadFilePolicy;
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
@@ -164,28 +163,14 @@ pub(crate) fn open(dir: &Path) -> Result<Dataset, DataError> {
     } else {
         (0..10).map(|d| d.to_string()).collect()
     };
-    Ok(Dataset {
-        description: format!(
+    Ok(Dataset::decoded(
+        format!(
             "{} IDX files in {}",
             if fashion { "Fashion-MNIST" } else { "MNIST" },
             dir.display()
         ),
-        classes: names
-            .into_iter()
-            .map(|n| ClassInfo {
-                folder: n.clone(),
-                name: n,
-            })
-            .collect(),
-        train: Split {
-            samples: train,
-            bad_files: BadFilePolicy::Fail,
-        },
-        test: Split {
-            samples: test,
-            bad_files: BadFilePolicy::Fail,
-        },
-        skipped: Vec::new(),
-        ignored: 0,
-    })
+        names,
+        train,
+        test,
+    ))
 }
