@@ -29,7 +29,7 @@ const RECORD: usize = 1 + 3 * 32 * 32;
 
 /// Parses one batch file: records of one label byte and 32x32 R, G, B planes.
 pub(crate) fn parse_batch(path: &Path, bytes: &[u8]) -> Result<Vec<Sample>, DataError> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(DataError::format(
             path,
             format!(
