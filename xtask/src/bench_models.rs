@@ -454,7 +454,7 @@ fn worker(args: &Args, row: &Row) -> Result<()> {
                 loss.to_scalar::<f32>()?;
             }
             Mode::Infer => {
-                let logits = model.forward(&x, &Pass::eval())?.detach();
+                let logits = model.forward(&x, &Pass::infer())?;
                 logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
             }
         }

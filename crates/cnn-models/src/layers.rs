@@ -134,10 +134,11 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let bias = self.bias.as_ref().map(|b| pass.param(b));
         let y = ops::conv2d(
             x,
-            &self.weight,
-            self.bias.as_deref(),
+            &pass.param(&self.weight),
+            bias.as_ref(),
             self.stride,
             self.padding,
         )?;
@@ -173,10 +174,10 @@ impl BatchNorm2d {
         } else {
             ops::batch_norm_eval(
                 x,
-                &self.weight,
-                &self.bias,
-                &self.running_mean,
-                &self.running_var,
+                &pass.param(&self.weight),
+                &pass.param(&self.bias),
+                &pass.param(&self.running_mean),
+                &pass.param(&self.running_var),
                 self.eps,
             )?
         };
@@ -194,7 +195,7 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
-        let y = ops::linear(x, &self.weight, Some(&self.bias))?;
+        let y = ops::linear(x, &pass.param(&self.weight), Some(&pass.param(&self.bias)))?;
         pass.record(
             &self.name,
             "Linear",

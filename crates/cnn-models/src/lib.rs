@@ -9,7 +9,7 @@
 //! use candle_core::{Device, Tensor};
 //! let model = Model::new("resnet18", 10, 0, &Device::Cpu)?;
 //! let x = Tensor::zeros((2, 3, 224, 224), candle_core::DType::F32, &Device::Cpu)?;
-//! let logits = model.forward(&x, &Pass::eval())?; // (2, 10)
+//! let logits = model.forward(&x, &Pass::infer())?; // (2, 10), no graph kept
 //! println!("{}", model.summary(224, 64)?);
 //! # Ok::<(), cnn_models::ModelError>(())
 //! ```

@@ -27,18 +27,31 @@ pub struct LayerRecord {
 /// Settings of one forward pass.
 pub struct Pass {
     pub mode: Mode,
+    /// Parameters enter the pass detached, so candle keeps no graph and frees each
+    /// activation once the next layer has used it (inference; no gradients possible).
+    pub no_grad: bool,
     /// Seed of this pass's dropout masks (each dropout layer mixes in its own id).
     pub dropout_seed: u64,
     trace: Option<RefCell<Vec<LayerRecord>>>,
 }
 
 impl Pass {
-    /// Eval mode: running statistics, no dropout.
+    /// Eval mode: running statistics, no dropout (gradients still flow to the parameters).
     pub fn eval() -> Self {
         Self {
             mode: Mode::Eval,
+            no_grad: false,
             dropout_seed: 0,
             trace: None,
+        }
+    }
+
+    /// Eval mode without gradients: the pass for evaluating and predicting, holding one
+    /// layer's activations at a time instead of the whole graph's.
+    pub fn infer() -> Self {
+        Self {
+            no_grad: true,
+            ..Self::eval()
         }
     }
 
@@ -46,6 +59,7 @@ impl Pass {
     pub fn train(dropout_seed: u64) -> Self {
         Self {
             mode: Mode::Train,
+            no_grad: false,
             dropout_seed,
             trace: None,
         }
@@ -55,6 +69,7 @@ impl Pass {
     pub(crate) fn tracing() -> Self {
         Self {
             mode: Mode::Eval,
+            no_grad: true,
             dropout_seed: 0,
             trace: Some(RefCell::new(Vec::new())),
         }
@@ -62,6 +77,15 @@ impl Pass {
 
     pub fn is_train(&self) -> bool {
         self.mode == Mode::Train
+    }
+
+    /// `var` as this pass uses it: detached when the pass keeps no graph.
+    pub(crate) fn param(&self, var: &candle_core::Var) -> Tensor {
+        if self.no_grad {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        }
     }
 
     /// Note a layer's output when tracing; a no-op otherwise.

@@ -407,3 +407,14 @@ fn a_torchvision_state_dict_with_step_counters_and_f64_loads() {
         values(src.params().get("fc.weight").unwrap().var.as_tensor())
     );
 }
+
+#[test]
+fn inference_matches_eval_and_keeps_no_graph() {
+    let m = model("resnet18", 0);
+    let (x, _) = batch(2, 64);
+    let eval = m.forward(&x, &Pass::eval()).unwrap();
+    let infer = m.forward(&x, &Pass::infer()).unwrap();
+    assert_eq!(values(&eval), values(&infer));
+    assert!(eval.track_op(), "eval keeps the graph (gradients can flow)");
+    assert!(!infer.track_op(), "inference keeps no graph");
+}

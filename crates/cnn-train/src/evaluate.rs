@@ -43,7 +43,7 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let mut confusion = vec![vec![0u64; num_classes]; num_classes];
     let (mut loss_sum, mut images, mut correct) = (0f64, 0usize, 0u64);
-    let pass = Pass::eval();
+    let pass = Pass::infer();
     for batch in batches(loader, 0, 0) {
         let (x, y) = to_tensors(batch?, device)?;
         let n = y.elem_count();

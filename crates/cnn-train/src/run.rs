@@ -69,7 +69,7 @@ impl TrainedRun {
 
     /// Class probabilities (softmax of the logits, eval mode) for a batch `(N, 3, S, S)`.
     pub fn probabilities(&self, images: &Tensor) -> Result<Vec<Vec<f32>>> {
-        let logits = self.model.forward(images, &Pass::eval())?;
+        let logits = self.model.forward(images, &Pass::infer())?;
         Ok(candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?)
     }
 
