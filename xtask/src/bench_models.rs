@@ -156,8 +156,13 @@ impl Malloc {
 
 /// Runs the bench; `args` are the command-line arguments after `bench`.
 pub fn run(args: &[String]) -> Result<()> {
-    let args =
-        Args::try_parse_from(std::iter::once(SUBCOMMAND.to_string()).chain(args.iter().cloned()))?;
+    let args = match Args::try_parse_from(
+        std::iter::once(SUBCOMMAND.to_string()).chain(args.iter().cloned()),
+    ) {
+        Ok(args) => args,
+        // --help is an answer, not an error; clap prints it (and real errors) itself.
+        Err(e) => e.exit(),
+    };
     if let Some(row) = &args.worker {
         return worker(&args, &Row::parse(row)?);
     }
