@@ -3,9 +3,9 @@
 //! On the CPU each mode is one custom op whose forward and backward are single sweeps over
 //! memory (`cpu::batch_norm`); elsewhere (CUDA) it is composed from candle ops.
 
-use super::contiguous_slice;
 use super::cpu::batch_norm::{self as kernel, Planes};
 use super::cpu::Element;
+use super::{contiguous_slice, dispatch2};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
@@ -357,19 +357,13 @@ impl CustomOp2 for Backward {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1)?;
-        let gx = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(gy)) => CpuStorage::F32(self.run(
-                p,
-                contiguous_slice(x, l1, "batch_norm")?,
-                contiguous_slice(gy, l2, "batch_norm")?,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(gy)) => CpuStorage::F64(self.run(
-                p,
-                contiguous_slice(x, l1, "batch_norm")?,
-                contiguous_slice(gy, l2, "batch_norm")?,
-            )),
-            _ => bail!("batch_norm backward: only f32 or f64 tensors of one type are supported"),
-        };
+        let gx = dispatch2(
+            "batch_norm backward",
+            (s1, l1),
+            (s2, l2),
+            |x, gy| self.run(p, x, gy),
+            |x, gy| self.run(p, x, gy),
+        )?;
         Ok((gx, l1.shape().clone()))
     }
 }

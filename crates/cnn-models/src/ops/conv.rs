@@ -1,9 +1,9 @@
 //! 2-D convolution: on the CPU a custom op over the im2col + GEMM kernels in `cpu::conv`,
 //! elsewhere (CUDA) candle's own `conv2d`.
 
-use super::contiguous_slice;
 use super::cpu::conv::{self as kernel, ConvGeom};
 use super::cpu::Element;
+use super::dispatch2;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// `conv2d(x, weight)` without bias, stride and zero padding the same along both axes.
@@ -114,27 +114,6 @@ impl Conv {
     }
 }
 
-/// Runs `f` on two same-typed CPU storages, f32 or f64.
-fn dispatch(
-    name: &str,
-    (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-    f32_fn: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
-    f64_fn: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
-) -> Result<CpuStorage> {
-    Ok(match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(f32_fn(
-            contiguous_slice(a, l1, "conv2d")?,
-            contiguous_slice(b, l2, "conv2d")?,
-        )),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(f64_fn(
-            contiguous_slice(a, l1, "conv2d")?,
-            contiguous_slice(b, l2, "conv2d")?,
-        )),
-        _ => bail!("{name}: only f32 or f64 tensors of one type are supported"),
-    })
-}
-
 impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
         "conv2d-im2col"
@@ -151,7 +130,7 @@ impl CustomOp2 for Conv {
         fn run<T: Element>(g: &ConvGeom) -> impl FnOnce(&[T], &[T]) -> Vec<T> + '_ {
             move |x, w| kernel::forward(g, x, w)
         }
-        let out = dispatch(self.name(), (s1, l1), (s2, l2), run(&g), run(&g))?;
+        let out = dispatch2(self.name(), (s1, l1), (s2, l2), run(&g), run(&g))?;
         Ok((out, Shape::from((g.n, g.cout, g.oh, g.ow))))
     }
 
@@ -192,7 +171,7 @@ impl CustomOp2 for InputGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = dispatch(
+        let out = dispatch2(
             self.name(),
             (s1, l1),
             (s2, l2),
@@ -219,7 +198,7 @@ impl CustomOp2 for WeightGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let out = dispatch(
+        let out = dispatch2(
             self.name(),
             (s1, l1),
             (s2, l2),

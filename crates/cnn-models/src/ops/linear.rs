@@ -2,8 +2,8 @@
 //! contiguous gradients (candle's matmul backward goes through transposed views, and adding
 //! a transposed 37M-value weight gradient into the store takes its slow strided path).
 
-use super::contiguous_slice;
 use super::cpu::{gemm, Element, MatRef};
+use super::dispatch2;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// `x (n, in) @ weight (out, in).T`.
@@ -86,19 +86,13 @@ impl CustomOp2 for Product {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let Product(op, pass) = self;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(op.run(
-                *pass,
-                contiguous_slice(a, l1, "linear")?,
-                contiguous_slice(b, l2, "linear")?,
-            )),
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(op.run(
-                *pass,
-                contiguous_slice(a, l1, "linear")?,
-                contiguous_slice(b, l2, "linear")?,
-            )),
-            _ => bail!("linear: only f32 or f64 tensors of one type are supported"),
-        };
+        let out = dispatch2(
+            "linear",
+            (s1, l1),
+            (s2, l2),
+            |a, b| op.run(*pass, a, b),
+            |a, b| op.run(*pass, a, b),
+        )?;
         let shape = match pass {
             Pass::Forward => (op.n, op.outputs),
             Pass::InputGrad => (op.n, op.inputs),

@@ -23,7 +23,29 @@ pub use dropout::{dropout, dropout_mask};
 pub use kernels::{cpu_kernels, set_cpu_kernels, CpuKernels};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
 
-use candle_core::{Layout, Result, Tensor};
+use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
+
+/// Runs the f32 or f64 function on two same-typed contiguous CPU storages (a binary op's
+/// CPU forward); `name` names the op in errors.
+pub(crate) fn dispatch2(
+    name: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f32_fn: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
+    f64_fn: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(f32_fn(
+            contiguous_slice(a, l1, name)?,
+            contiguous_slice(b, l2, name)?,
+        )),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(f64_fn(
+            contiguous_slice(a, l1, name)?,
+            contiguous_slice(b, l2, name)?,
+        )),
+        _ => bail!("{name}: only f32 or f64 tensors of one type are supported"),
+    })
+}
 
 /// The values of a contiguous CPU tensor's storage; `op` names the caller in the error.
 pub(crate) fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
