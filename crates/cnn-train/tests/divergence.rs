@@ -7,6 +7,14 @@ use cnn_train::{
     judge, DivergenceRule, EpochRecord, Memory, Optimizer, Start, Stop, Timing, Verdict,
 };
 
+/// One record per `(loss, train %, test %)` row, epochs numbered from 1.
+fn records_of(log: &[(f64, f64, f64)]) -> Vec<EpochRecord> {
+    log.iter()
+        .enumerate()
+        .map(|(i, &(l, a, b))| record(i + 1, l, a, b))
+        .collect()
+}
+
 fn record(epoch: usize, loss: f64, train: f64, test: f64) -> EpochRecord {
     EpochRecord {
         epoch,
@@ -38,11 +46,7 @@ fn the_assignments_lr_0005_run_is_not_converging() {
         (2.30311617, 10.279, 8.885),
         (2.30298322, 10.202, 9.192),
     ];
-    let records: Vec<_> = log
-        .iter()
-        .enumerate()
-        .map(|(i, &(l, a, b))| record(i + 1, l, a, b))
-        .collect();
+    let records = records_of(&log);
     let rule = DivergenceRule::default();
     // Epoch 1 exploded (loss 108, finite) and the rest sat at ln 10: all ten at chance.
     assert_eq!(
@@ -76,11 +80,7 @@ fn the_assignments_lr_1e4_run_is_converging() {
         (1.14177276, 67.717, 65.949),
         (0.96880386, 69.937, 66.449),
     ];
-    let records: Vec<_> = log
-        .iter()
-        .enumerate()
-        .map(|(i, &(l, a, b))| record(i + 1, l, a, b))
-        .collect();
+    let records = records_of(&log);
     assert_eq!(
         judge(&records, 10, &DivergenceRule::default()),
         Verdict::Converging
@@ -92,11 +92,7 @@ fn the_assignments_lr_1e4_run_is_converging() {
         (2.28, 12.0, 11.0),
         (2.10, 22.0, 21.0),
     ];
-    let records: Vec<_> = slow
-        .iter()
-        .enumerate()
-        .map(|(i, &(l, a, b))| record(i + 1, l, a, b))
-        .collect();
+    let records = records_of(&slow);
     assert_eq!(
         judge(&records, 10, &DivergenceRule::default()),
         Verdict::Converging
