@@ -171,6 +171,107 @@ fn max_pool_gives_a_tie_to_the_first_maximum_like_pytorch() {
     assert_eq!(values(g.get(x.as_tensor()).unwrap()), vec![0., 0., 0., 1.]);
 }
 
+/// Max-pooling's input gradient by the definition PyTorch's CPU kernel follows: each
+/// output's gradient goes to the first maximum of its window in row-major order, a NaN
+/// beating any number (the first NaN when there are several).
+fn reference_max_pool_grad(
+    x: &[f64],
+    dims: (usize, usize, usize),
+    k: usize,
+    s: usize,
+    p: usize,
+    gy: &[f64],
+) -> Vec<f64> {
+    let (planes, h, w) = dims;
+    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut gx = vec![0.0; x.len()];
+    for plane in 0..planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best: Option<usize> = None;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (y, xx) = (
+                            (oy * s + ky) as isize - p as isize,
+                            (ox * s + kx) as isize - p as isize,
+                        );
+                        if y < 0 || xx < 0 || y as usize >= h || xx as usize >= w {
+                            continue;
+                        }
+                        let i = plane * h * w + y as usize * w + xx as usize;
+                        best = match best {
+                            None => Some(i),
+                            Some(b) if x[b].is_nan() => Some(b),
+                            Some(b) if x[i].is_nan() || x[i] > x[b] => Some(i),
+                            keep => keep,
+                        };
+                    }
+                }
+                gx[best.unwrap()] += gy[(plane * oh + oy) * ow + ox];
+            }
+        }
+    }
+    gx
+}
+
+#[test]
+fn max_pool_matches_the_definition_on_wide_planes_with_ties_and_nans() {
+    // Wide enough for the vectorised interior sweep; values from {0, 1, 2} so most windows
+    // tie, and some planes hold NaNs (the exact path).
+    let cases: &[(&[usize], usize, usize, usize)] = &[
+        (&[2, 3, 23, 17], 3, 2, 1),
+        (&[1, 2, 30, 31], 3, 2, 0),
+        (&[1, 2, 19, 40], 5, 3, 2),
+        (&[3, 2, 12, 29], 3, 1, 1),
+        (&[1, 2, 16, 16], 2, 2, 0),
+    ];
+    for (case, &(shape, k, s, p)) in cases.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
+        let n: usize = shape.iter().product();
+        let mut v: Vec<f64> = (0..n).map(|_| rng.random_range(0..3) as f64).collect();
+        let plane = shape[2] * shape[3];
+        for i in 0..3 {
+            v[plane + 7 * i + 5] = f64::NAN; // second plane only
+        }
+        let x =
+            Var::from_tensor(&Tensor::from_vec(v.clone(), shape, &Device::Cpu).unwrap()).unwrap();
+        let y = ops::max_pool2d(x.as_tensor(), k, s, p).unwrap();
+        let gy = random(y.dims(), 50 + case as u64);
+        let g = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+        let expected = reference_max_pool(x.as_tensor(), k, s, p);
+        let got = values(&y);
+        // f64::max skips NaN: the reference values hold outside the plane with NaNs (plane 1).
+        let out_plane = got.len() / (shape[0] * shape[1]);
+        for (i, (a, e)) in got.iter().zip(&expected).enumerate() {
+            if i / out_plane != 1 {
+                assert_eq!(a, e, "case {case} output {i}");
+            }
+        }
+        assert!(
+            got.iter().any(|v| v.is_nan()),
+            "case {case}: a NaN must reach the output"
+        );
+        let dims = (shape[0] * shape[1], shape[2], shape[3]);
+        assert_eq!(
+            values(g.get(x.as_tensor()).unwrap()),
+            reference_max_pool_grad(&v, dims, k, s, p, &values(&gy)),
+            "case {case} {shape:?} k{k} s{s} p{p}: gradient"
+        );
+        let f32_x = x.as_tensor().to_dtype(DType::F32).unwrap();
+        let f32_y = values(&ops::max_pool2d(&f32_x, k, s, p).unwrap());
+        let nan_as_marker = |v: &[f64]| {
+            v.iter()
+                .map(|v| if v.is_nan() { -1.0 } else { *v })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            nan_as_marker(&f32_y),
+            nan_as_marker(&got),
+            "case {case}: f32 agrees with f64"
+        );
+    }
+}
+
 #[test]
 fn max_pool_refuses_windows_it_cannot_place() {
     let x = random(&[1, 1, 2, 2], 0);

@@ -17,7 +17,6 @@
 //! # Ok::<(), cnn_train::TrainError>(())
 //! ```
 
-mod allocator;
 mod atomic;
 pub mod checkpoint;
 mod config;
@@ -34,8 +33,8 @@ mod metrics;
 mod optim;
 mod run;
 mod schedule;
+mod tuning;
 
-pub use allocator::tune_for_training;
 pub use config::{DataConfig, Device, RunConfig};
 pub use console::{timing_line, Console, Display};
 pub use data::{batches, eval_loader, eval_transform, open_data, to_tensors, Data};
@@ -48,3 +47,4 @@ pub use metrics::{write_metrics, EpochRecord, Timing};
 pub use optim::{Optimizer, OptimizerState};
 pub use run::{open_run, top_k, Guess, TrainedRun};
 pub use schedule::{Schedule, Warmup};
+pub use tuning::tune_for_training;

@@ -76,3 +76,22 @@ pub fn cpu_kernels() -> CpuKernels {
         linear: bits & LINEAR != 0,
     }
 }
+
+/// Spin iterations candle's elementwise worker waits for more work before parking.
+const CANDLE_SPIN_LIMIT: &str = "200";
+
+/// Makes candle's own worker thread yield its core quickly between elementwise ops.
+///
+/// candle 0.11 runs elementwise ops on a "barrier pool" whose workers spin 25,000 times
+/// after each op before parking, while this crate's kernels run on rayon's threads. On two
+/// cores the spinning worker took a core from every GEMM: ResNet18@64 trained at 160-170
+/// img/s with candle's default and 196-210 with a limit of 200 (ResNet18@32 424 -> 506;
+/// 224 unchanged; docs/PERFORMANCE.md). candle reads the limit from the environment once,
+/// when its pool starts, so this must run first thing in `main`, before any tensor op and
+/// before other threads exist. A value the user already set is kept.
+pub fn tune_candle_pool() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        std::env::set_var(VAR, CANDLE_SPIN_LIMIT);
+    }
+}

@@ -6,7 +6,7 @@
 //! backward splits a tie between the tied inputs instead of picking the first.
 
 use super::contiguous_slice;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Output length of a pooling or convolution window sweep (PyTorch's floor mode).
@@ -92,61 +92,158 @@ impl MaxPool {
         }
     }
 
-    /// Index (within the plane) of the first maximum of the window at output (oy, ox);
-    /// NaN wins, as in PyTorch.
-    fn argmax<T: PartialOrd + Copy + IsNan>(
+    /// Input rows (or columns) `[start, end)` the window at output position `o` covers,
+    /// clipped to an input of `len`; never empty because padding <= kernel / 2.
+    fn span(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = (o * self.stride) as isize - self.padding as isize;
+        let end = (start + self.kernel as isize).min(len as isize);
+        (start.max(0) as usize, end as usize)
+    }
+
+    /// Column spans of every output column, and the range of output columns whose window
+    /// lies wholly inside the input (the interior).
+    fn columns(&self, g: Geometry) -> Columns {
+        let spans: Vec<_> = (0..g.ow).map(|ox| self.span(ox, g.w)).collect();
+        let full = |&(a, b): &(usize, usize)| b - a == self.kernel;
+        let lo = spans.iter().position(full).unwrap_or(g.ow);
+        let hi = lo + spans[lo..].iter().take_while(|s| full(s)).count();
+        Columns {
+            spans,
+            interior: (lo, hi),
+        }
+    }
+
+    /// Index (within the plane) of the first maximum of the window covering rows `ys` and
+    /// columns `xs`; NaN wins, as in PyTorch.
+    fn argmax<T: Copy + PoolFloat>(
+        plane: &[T],
+        width: usize,
+        ys: (usize, usize),
+        xs: (usize, usize),
+    ) -> usize {
+        let mut best_at = ys.0 * width + xs.0;
+        let mut best = plane[best_at];
+        for y in ys.0..ys.1 {
+            for x in xs.0..xs.1 {
+                let v = plane[y * width + x];
+                if takes_over(v, best) {
+                    best = v;
+                    best_at = y * width + x;
+                }
+            }
+        }
+        best_at
+    }
+
+    /// The maximum of every window of output row `oy`.
+    ///
+    /// Interior windows are swept offset by offset across the whole row, reading each
+    /// offset's columns from a de-interleaved copy of the input row (one phase per residue
+    /// modulo the stride), so the inner loop is a contiguous running maximum that LLVM
+    /// vectorises. Planes holding a NaN take the exact scalar path (`nan`), where NaN wins
+    /// as in PyTorch.
+    #[allow(clippy::too_many_arguments)]
+    fn row_max<T: Copy + Default + PoolFloat>(
         &self,
         plane: &[T],
         g: Geometry,
         oy: usize,
-        ox: usize,
-    ) -> usize {
-        let y0 = (oy * self.stride) as isize - self.padding as isize;
-        let x0 = (ox * self.stride) as isize - self.padding as isize;
-        let mut best: Option<(usize, T)> = None;
-        for ky in 0..self.kernel as isize {
-            let y = y0 + ky;
-            if y < 0 || y >= g.h as isize {
-                continue;
-            }
-            for kx in 0..self.kernel as isize {
-                let x = x0 + kx;
-                if x < 0 || x >= g.w as isize {
-                    continue;
+        cols: &Columns,
+        nan: bool,
+        out: &mut [T],
+        phases: &mut Vec<T>,
+    ) {
+        let ys = self.span(oy, g.h);
+        let (lo, hi) = if nan { (g.ow, g.ow) } else { cols.interior };
+        for ox in (0..lo).chain(hi..g.ow) {
+            out[ox] = plane[Self::argmax(plane, g.w, ys, cols.spans[ox])];
+        }
+        if lo >= hi {
+            return;
+        }
+        let (s, n) = (self.stride, hi - lo);
+        let phase_len = g.w.div_ceil(s);
+        phases.resize(s * phase_len, T::default());
+        let out = &mut out[lo..hi];
+        for (k, y) in (ys.0..ys.1).enumerate() {
+            let row = &plane[y * g.w..][..g.w];
+            for (r, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+                for (p, &v) in phase.iter_mut().zip(row[r..].iter().step_by(s)) {
+                    *p = v;
                 }
-                let idx = y as usize * g.w + x as usize;
-                let v = plane[idx];
-                match best {
-                    Some((_, b)) if !(v > b || (v.is_nan() && !b.is_nan())) => {}
-                    _ => best = Some((idx, v)),
+            }
+            for kx in 0..self.kernel {
+                // Input column of output ox at this offset: ox*s + d = (ox + q)*s + r.
+                let d = kx as isize - self.padding as isize;
+                let (q, r) = (d.div_euclid(s as isize), d.rem_euclid(s as isize) as usize);
+                let src = &phases[r * phase_len + (lo as isize + q) as usize..][..n];
+                if k == 0 && kx == 0 {
+                    out.copy_from_slice(src);
+                } else {
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = if v > *o { v } else { *o };
+                    }
                 }
             }
         }
-        // The window always overlaps the input because padding <= kernel / 2.
-        best.map(|(i, _)| i).unwrap_or(0)
     }
 
-    fn forward_plane<T: PartialOrd + Copy + IsNan>(&self, plane: &[T], out: &mut [T], g: Geometry) {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                out[oy * g.ow + ox] = plane[self.argmax(plane, g, oy, ox)];
-            }
-        }
-    }
-
-    fn backward_plane<T: PartialOrd + Copy + IsNan + std::ops::AddAssign + Default>(
+    fn forward_plane<T: Copy + Default + PoolFloat>(
         &self,
         plane: &[T],
+        out: &mut [T],
+        g: Geometry,
+        cols: &Columns,
+    ) {
+        let nan = plane.iter().any(|v| v.is_nan());
+        let mut phases = Vec::new();
+        for (oy, out_row) in out.chunks_exact_mut(g.ow).enumerate() {
+            self.row_max(plane, g, oy, cols, nan, out_row, &mut phases);
+        }
+    }
+
+    /// Routes each output's gradient to the first input of its window equal to that
+    /// output's maximum (`out`, the forward's result): one predictable early-exit scan per
+    /// window instead of a full argmax. Planes holding a NaN take the exact argmax.
+    fn backward_plane<T: Copy + Default + PoolFloat + std::ops::AddAssign>(
+        &self,
+        (plane, out): (&[T], &[T]),
         grad_out: &[T],
         grad_in: &mut [T],
         g: Geometry,
+        cols: &Columns,
     ) {
         grad_in.fill(T::default());
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                grad_in[self.argmax(plane, g, oy, ox)] += grad_out[oy * g.ow + ox];
+        let nan = plane.iter().any(|v| v.is_nan());
+        for (oy, (go_row, out_row)) in grad_out
+            .chunks_exact(g.ow)
+            .zip(out.chunks_exact(g.ow))
+            .enumerate()
+        {
+            let ys = self.span(oy, g.h);
+            for ((&go, &m), &xs) in go_row.iter().zip(out_row).zip(&cols.spans) {
+                let at = match nan {
+                    true => Self::argmax(plane, g.w, ys, xs),
+                    false => Self::first_equal(plane, g.w, ys, xs, m),
+                };
+                grad_in[at] += go;
             }
         }
+    }
+
+    /// Index (within the plane) of the first input of the window equal to `m`, the window's
+    /// maximum (its first element if none is, which cannot happen without NaNs).
+    fn first_equal<T: Copy + PoolFloat>(
+        plane: &[T],
+        width: usize,
+        ys: (usize, usize),
+        xs: (usize, usize),
+        m: T,
+    ) -> usize {
+        (ys.0..ys.1)
+            .flat_map(|y| (xs.0..xs.1).map(move |x| y * width + x))
+            .find(|&i| plane[i] == m)
+            .unwrap_or(ys.0 * width + xs.0)
     }
 
     /// The same pooling from candle ops: pad with -inf, take the strided view of each window
@@ -203,16 +300,30 @@ fn pad_to(x: &Tensor, dim: usize, len: usize) -> Result<Tensor> {
     Tensor::cat(&[x, &fill], dim)
 }
 
-/// NaN test for the float types the CPU kernels support.
-trait IsNan {
+/// Output columns of one pooling call: each one's input column span, and which have whole
+/// windows.
+struct Columns {
+    spans: Vec<(usize, usize)>,
+    interior: (usize, usize),
+}
+
+/// Whether `v` replaces `best` as a window's maximum: strictly larger, or a NaN unless a
+/// NaN already won (PyTorch's first-maximum rule).
+#[inline(always)]
+fn takes_over<T: PartialOrd + PoolFloat>(v: T, best: T) -> bool {
+    (v > best || v.is_nan()) && !best.is_nan()
+}
+
+/// NaN test for the float types the CPU kernel pools.
+trait PoolFloat: PartialOrd + Copy {
     fn is_nan(&self) -> bool;
 }
-impl IsNan for f32 {
+impl PoolFloat for f32 {
     fn is_nan(&self) -> bool {
         f32::is_nan(*self)
     }
 }
-impl IsNan for f64 {
+impl PoolFloat for f64 {
     fn is_nan(&self) -> bool {
         f64::is_nan(*self)
     }
@@ -227,15 +338,16 @@ impl CustomOp1 for MaxPool {
         let g = self.geometry(layout.shape())?;
         let (n, c, _, _) = layout.shape().dims4()?;
         let out_shape = Shape::from((n, c, g.oh, g.ow));
-        fn run<T: PartialOrd + Copy + IsNan + Default + Send + Sync>(
+        fn run<T: Copy + PoolFloat + Default + Send + Sync>(
             op: &MaxPool,
             data: &[T],
             g: Geometry,
         ) -> Vec<T> {
             let mut out = vec![T::default(); g.planes * g.oh * g.ow];
+            let cols = op.columns(g);
             out.par_chunks_mut(g.oh * g.ow)
                 .zip(data.par_chunks(g.h * g.w))
-                .for_each(|(o, plane)| op.forward_plane(plane, o, g));
+                .for_each(|(o, plane)| op.forward_plane(plane, o, g, &cols));
             out
         }
         let out = match storage {
@@ -250,16 +362,21 @@ impl CustomOp1 for MaxPool {
         Ok((out, out_shape))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPoolBackward(*self))?;
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = arg.apply_op3_no_bwd(
+            &res.contiguous()?,
+            &grad_res.contiguous()?,
+            &MaxPoolBackward(*self),
+        )?;
         Ok(Some(grad))
     }
 }
 
-/// Gradient of [`MaxPool`] with respect to its input: (input, grad_output) -> grad_input.
+/// Gradient of [`MaxPool`] with respect to its input: (input, output, grad_output) ->
+/// grad_input.
 struct MaxPoolBackward(MaxPool);
 
-impl CustomOp2 for MaxPoolBackward {
+impl CustomOp3 for MaxPoolBackward {
     fn name(&self) -> &'static str {
         "max-pool2d-backward"
     }
@@ -270,34 +387,45 @@ impl CustomOp2 for MaxPoolBackward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.0;
         let g = op.geometry(l1.shape())?;
-        fn run<T: PartialOrd + Copy + IsNan + Default + std::ops::AddAssign + Send + Sync>(
+        fn run<T: Copy + PoolFloat + Default + std::ops::AddAssign + Send + Sync>(
             op: &MaxPool,
             input: &[T],
+            output: &[T],
             grad_out: &[T],
             g: Geometry,
         ) -> Vec<T> {
             let mut grad_in = vec![T::default(); g.planes * g.h * g.w];
+            let cols = op.columns(g);
+            let out_plane = g.oh * g.ow;
             grad_in
                 .par_chunks_mut(g.h * g.w)
                 .zip(input.par_chunks(g.h * g.w))
-                .zip(grad_out.par_chunks(g.oh * g.ow))
-                .for_each(|((gi, plane), go)| op.backward_plane(plane, go, gi, g));
+                .zip(output.par_chunks(out_plane))
+                .zip(grad_out.par_chunks(out_plane))
+                .for_each(|(((gi, plane), out), go)| {
+                    op.backward_plane((plane, out), go, gi, g, &cols)
+                });
             grad_in
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(go)) => CpuStorage::F32(run(
+        let name = "max_pool2d backward";
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(go)) => CpuStorage::F32(run(
                 &op,
-                contiguous_slice(x, l1, "max_pool2d")?,
-                contiguous_slice(go, l2, "max_pool2d")?,
+                contiguous_slice(x, l1, name)?,
+                contiguous_slice(y, l2, name)?,
+                contiguous_slice(go, l3, name)?,
                 g,
             )),
-            (CpuStorage::F64(x), CpuStorage::F64(go)) => CpuStorage::F64(run(
+            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(go)) => CpuStorage::F64(run(
                 &op,
-                contiguous_slice(x, l1, "max_pool2d")?,
-                contiguous_slice(go, l2, "max_pool2d")?,
+                contiguous_slice(x, l1, name)?,
+                contiguous_slice(y, l2, name)?,
+                contiguous_slice(go, l3, name)?,
                 g,
             )),
             _ => bail!("max_pool2d backward: only f32 and f64 are supported"),

@@ -20,7 +20,7 @@ pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_bounds};
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormStats};
 pub use conv::{conv2d_input_grad, conv2d_weight_grad};
 pub use dropout::{dropout, dropout_mask};
-pub use kernels::{cpu_kernels, set_cpu_kernels, CpuKernels};
+pub use kernels::{cpu_kernels, set_cpu_kernels, tune_candle_pool, CpuKernels};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
 
 use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
