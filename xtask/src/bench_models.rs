@@ -103,6 +103,8 @@ enum Baseline {
     ConvBnRelu,
     /// All ours, but each conv GEMM split across threads instead of the batch.
     GemmSplit,
+    /// All ours, but every convolution through im2col + GEMM (no Winograd).
+    NoWinograd,
 }
 
 impl Baseline {
@@ -126,6 +128,10 @@ impl Baseline {
             },
             Baseline::GemmSplit => CpuKernels {
                 conv_split_batch: false,
+                ..CpuKernels::default()
+            },
+            Baseline::NoWinograd => CpuKernels {
+                winograd: false,
                 ..CpuKernels::default()
             },
         }
@@ -342,6 +348,7 @@ fn kernels_name(k: Baseline) -> &'static str {
         Baseline::ConvBn => "conv-bn",
         Baseline::ConvBnRelu => "conv-bn-relu",
         Baseline::GemmSplit => "gemm-split",
+        Baseline::NoWinograd => "no-winograd",
     }
 }
 

@@ -186,6 +186,14 @@ const CASES: &[Case] = &[
     case(2, 2, (12, 11), 3, (5, 3), 4, 1),   // stride 4, kernel larger than stride
     case(2, 2, (4, 4), 3, (3, 3), 2, 0),     // output 1x1
     case(1, 2, (1, 1), 3, (3, 3), 1, 1),     // 1x1 input, all but the centre padding
+    // Winograd F(2x2, 3x3): 16+ channels, stride 1, outputs of 8x8 and more; odd maps,
+    // padding 0-2, batch 1 and a batch split across threads.
+    case(3, 16, (9, 11), 17, (3, 3), 1, 1),
+    case(1, 18, (10, 12), 16, (3, 3), 1, 0),
+    case(2, 16, (7, 9), 20, (3, 3), 1, 2),
+    case(5, 16, (8, 8), 16, (3, 3), 1, 1),
+    case(2, 16, (17, 16), 18, (3, 3), 1, 1), // 16x16 and up: the input gradient too
+    case(1, 16, (18, 19), 16, (3, 3), 1, 0),
 ];
 
 #[test]

@@ -12,6 +12,8 @@ pub struct CpuKernels {
     pub batch_norm: bool,
     /// Split a convolution's batch across threads (false: split each GEMM instead).
     pub conv_split_batch: bool,
+    /// Winograd F(2x2, 3x3) for stride-1 3x3 convolutions (false: im2col + GEMM for all).
+    pub winograd: bool,
     /// One-pass ReLU forward and backward (false: candle's `relu` and its backward).
     pub relu: bool,
     /// Linear layers as one op with GEMMs into contiguous gradients (false: candle's matmul).
@@ -24,6 +26,7 @@ impl Default for CpuKernels {
             conv: true,
             batch_norm: true,
             conv_split_batch: true,
+            winograd: true,
             relu: true,
             linear: true,
         }
@@ -37,6 +40,7 @@ impl CpuKernels {
             conv: false,
             batch_norm: false,
             conv_split_batch: true,
+            winograd: false,
             relu: false,
             linear: false,
         }
@@ -48,7 +52,9 @@ const BATCH_NORM: u8 = 2;
 const SPLIT_CONV_BATCH: u8 = 4;
 const RELU: u8 = 8;
 const LINEAR: u8 = 16;
-static CHOICE: AtomicU8 = AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR);
+const WINOGRAD: u8 = 32;
+static CHOICE: AtomicU8 =
+    AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR | WINOGRAD);
 
 /// Sets the kernels later calls use, process-wide.
 pub fn set_cpu_kernels(k: CpuKernels) {
@@ -58,6 +64,7 @@ pub fn set_cpu_kernels(k: CpuKernels) {
         (k.conv_split_batch, SPLIT_CONV_BATCH),
         (k.relu, RELU),
         (k.linear, LINEAR),
+        (k.winograd, WINOGRAD),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -74,6 +81,7 @@ pub fn cpu_kernels() -> CpuKernels {
         conv_split_batch: bits & SPLIT_CONV_BATCH != 0,
         relu: bits & RELU != 0,
         linear: bits & LINEAR != 0,
+        winograd: bits & WINOGRAD != 0,
     }
 }
 

@@ -4,6 +4,7 @@
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
 mod im2col;
+mod winograd;
 
 use std::ops::{Add, AddAssign, Mul, Sub};
 use std::sync::Mutex;

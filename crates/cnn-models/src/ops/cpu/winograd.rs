@@ -1,0 +1,411 @@
+//! Winograd F(2x2, 3x3) convolution for stride-1 3x3 kernels (Lavin & Gray, 2015): each
+//! 2x2 output tile costs 16 multiplies per channel pair instead of 36, done as 16 GEMMs.
+//!
+//! The input is cut into overlapping 4x4 tiles (`v = Bᵀ d B`), the kernel into 4x4
+//! transforms (`u = G g Gᵀ`), the 16 element positions multiply as independent
+//! `cout x cin` by `cin x tiles` GEMMs, and `y = Aᵀ m A` folds each tile back to 2x2. The
+//! batch is split across threads as in [`super::conv`]; each thread transforms a chunk of
+//! images at a time so that small maps still give the GEMMs enough tiles.
+
+// The transforms are small matrix products written out by row and column index; iterator
+// chains would hide the algebra they transcribe.
+#![allow(clippy::needless_range_loop)]
+
+use super::conv::ConvGeom;
+use super::{gemm, give, take, Element, MatRef};
+use rayon::prelude::*;
+
+/// Transformed positions per tile (4x4).
+const POS: usize = 16;
+/// Fewest tiles per GEMM worth one call; smaller maps batch images together.
+const MIN_TILES: usize = 256;
+/// Largest transformed input a chunk may hold (elements), to bound scratch memory.
+const MAX_V: usize = 1 << 22;
+/// Smallest output map (rows and columns) worth the transforms.
+const MIN_MAP: usize = 8;
+/// Fewest input and output channels for which the 16 smaller GEMMs beat im2col's one.
+const MIN_CHANNELS: usize = 16;
+
+/// Whether [`forward`] computes this convolution: a stride-1 3x3 kernel, padding at most 2,
+/// maps of at least 4x4 outputs and enough channels on both sides.
+pub(crate) fn applies(g: &ConvGeom) -> bool {
+    g.kh == 3
+        && g.kw == 3
+        && g.stride == 1
+        && g.pad <= 2
+        && g.oh >= MIN_MAP
+        && g.ow >= MIN_MAP
+        && g.cin >= MIN_CHANNELS
+        && g.cout >= MIN_CHANNELS
+}
+
+/// Tiles of one image: `(rows, columns)` of 2x2 output tiles.
+fn tiles(g: &ConvGeom) -> (usize, usize) {
+    (g.oh.div_ceil(2), g.ow.div_ceil(2))
+}
+
+/// Images transformed together out of a share of `count`: enough for [`MIN_TILES`] tiles,
+/// within [`MAX_V`], in equal chunks.
+fn chunk(g: &ConvGeom, count: usize) -> usize {
+    let (th, tw) = tiles(g);
+    let per_image = th * tw;
+    let want = MIN_TILES
+        .div_ceil(per_image)
+        .min((MAX_V / (POS * g.cin.max(g.cout) * per_image)).max(1))
+        .clamp(1, count.max(1));
+    count.div_ceil(count.div_ceil(want).max(1)).max(1)
+}
+
+/// Splits the batch into one share of images per thread: `(first image, images)`.
+fn shares(g: &ConvGeom) -> Vec<(usize, usize)> {
+    let threads = rayon::current_num_threads().max(1);
+    let share = g.n.div_ceil(threads).max(1);
+    (0..g.n)
+        .step_by(share)
+        .map(|i| (i, share.min(g.n - i)))
+        .collect()
+}
+
+/// `y = conv(x, w)` for an NCHW batch and OIHW 3x3 kernel (see [`applies`]).
+pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
+    let u = kernel_transform(g, w);
+    let shares = shares(g);
+    let mut y = vec![T::ZERO; g.n * g.out_image()];
+    let jobs: Vec<_> = shares
+        .iter()
+        .zip(y.chunks_mut(shares[0].1 * g.out_image()))
+        .collect();
+    jobs.into_par_iter().for_each(|(&(first, count), out)| {
+        forward_share(g, &u, x, first, count, out);
+    });
+    y
+}
+
+/// Runs images `first..first + count` into `y` (their slice of the output), a chunk of
+/// images at a time.
+fn forward_share<T: Element>(
+    g: &ConvGeom,
+    u: &[T],
+    x: &[T],
+    first: usize,
+    count: usize,
+    y: &mut [T],
+) {
+    let (th, tw) = tiles(g);
+    let per_image = th * tw;
+    let chunk = chunk(g, count);
+    for c0 in (0..count).step_by(chunk) {
+        let imgs = chunk.min(count - c0);
+        let cols = imgs * per_image;
+        let mut v = take::<T>(POS * g.cin * cols);
+        let mut m = take::<T>(POS * g.cout * cols);
+        for j in 0..imgs {
+            let img = &x[(first + c0 + j) * g.in_image()..][..g.in_image()];
+            input_transform(g, img, &mut v, cols, j * per_image);
+        }
+        for e in 0..POS {
+            let a = MatRef::rows(&u[e * g.cout * g.cin..], g.cin);
+            let b = MatRef::rows(&v[e * g.cin * cols..], cols);
+            // SAFETY: a is cout x cin (u's block e), b is cin x cols (v's block e).
+            unsafe {
+                gemm(
+                    g.cout,
+                    cols,
+                    g.cin,
+                    &mut m[e * g.cout * cols..],
+                    cols,
+                    false,
+                    a,
+                    b,
+                    1,
+                )
+            };
+        }
+        for j in 0..imgs {
+            let out = &mut y[(c0 + j) * g.out_image()..][..g.out_image()];
+            output_transform(g, &m, cols, j * per_image, out);
+        }
+        give(m);
+        give(v);
+    }
+}
+
+/// `∂L/∂w` of [`forward`] given the output gradient `gy`, in the transformed domain:
+/// `∂L/∂u[e] = Σ_tiles (A gy Aᵀ)[e] · v[e]ᵀ`, 16 GEMMs whose reduction runs over every
+/// tile of the batch, then `∂L/∂w = Gᵀ (∂L/∂u) G` per kernel.
+pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
+    let len = POS * g.cout * g.cin;
+    let partials: Vec<Vec<T>> = shares(g)
+        .into_par_iter()
+        .map(|(first, count)| {
+            let mut du = take::<T>(len);
+            weight_grad_share(g, x, gy, first, count, &mut du[..len]);
+            du
+        })
+        .collect();
+    let mut du = vec![T::ZERO; len];
+    for part in &partials {
+        for (d, &p) in du.iter_mut().zip(&part[..len]) {
+            *d += p;
+        }
+    }
+    partials.into_iter().for_each(give);
+    kernel_transform_adjoint(g, &du)
+}
+
+/// Accumulates `∂L/∂u` (16 x cout x cin) over images `first..first + count`.
+fn weight_grad_share<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    gy: &[T],
+    first: usize,
+    count: usize,
+    du: &mut [T],
+) {
+    let (th, tw) = tiles(g);
+    let per_image = th * tw;
+    let chunk = chunk(g, count);
+    for (k, c0) in (0..count).step_by(chunk).enumerate() {
+        let imgs = chunk.min(count - c0);
+        let cols = imgs * per_image;
+        let mut v = take::<T>(POS * g.cin * cols);
+        let mut dm = take::<T>(POS * g.cout * cols);
+        for j in 0..imgs {
+            let i = first + c0 + j;
+            let img = &x[i * g.in_image()..][..g.in_image()];
+            input_transform(g, img, &mut v, cols, j * per_image);
+            let grad = &gy[i * g.out_image()..][..g.out_image()];
+            grad_output_transform(g, grad, &mut dm, cols, j * per_image);
+        }
+        for e in 0..POS {
+            let a = MatRef::rows(&dm[e * g.cout * cols..], cols);
+            let b = MatRef::transposed(&v[e * g.cin * cols..], cols);
+            // SAFETY: a is cout x cols (dm's block e), b is cols x cin (v's block e, transposed).
+            unsafe {
+                gemm(
+                    g.cout,
+                    g.cin,
+                    cols,
+                    &mut du[e * g.cout * g.cin..],
+                    g.cin,
+                    k > 0,
+                    a,
+                    b,
+                    1,
+                )
+            };
+        }
+        give(dm);
+        give(v);
+    }
+}
+
+/// Writes `A gy Aᵀ` of every 2x2 output-gradient tile of one image into
+/// `dm[e][co][col0 + tile]` (rows `ld` apart), with `A = [[1, 0], [1, 1], [1, -1], [0, -1]]`;
+/// outputs past the map's edge count as zero. The adjoint of [`output_transform`].
+fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: usize, col0: usize) {
+    let (th, tw) = tiles(g);
+    let mut run = [[T::ZERO; TILE_RUN]; POS];
+    for co in 0..g.cout {
+        let plane = &gy[co * g.ohw()..][..g.ohw()];
+        let at = |y: usize, x: usize| {
+            if y < g.oh && x < g.ow {
+                plane[y * g.ow + x]
+            } else {
+                T::ZERO
+            }
+        };
+        for ty in 0..th {
+            for tx0 in (0..tw).step_by(TILE_RUN) {
+                let len = TILE_RUN.min(tw - tx0);
+                for i in 0..len {
+                    let (y0, x0) = (2 * ty, 2 * (tx0 + i));
+                    let d = [
+                        [at(y0, x0), at(y0, x0 + 1)],
+                        [at(y0 + 1, x0), at(y0 + 1, x0 + 1)],
+                    ];
+                    // t = A d (4x2), then t Aᵀ (4x4).
+                    let t = [
+                        d[0],
+                        [d[0][0] + d[1][0], d[0][1] + d[1][1]],
+                        [d[0][0] - d[1][0], d[0][1] - d[1][1]],
+                        [T::ZERO - d[1][0], T::ZERO - d[1][1]],
+                    ];
+                    for (r, row) in t.iter().enumerate() {
+                        run[r * 4][i] = row[0];
+                        run[r * 4 + 1][i] = row[0] + row[1];
+                        run[r * 4 + 2][i] = row[0] - row[1];
+                        run[r * 4 + 3][i] = T::ZERO - row[1];
+                    }
+                }
+                let col = col0 + ty * tw + tx0;
+                for (e, vals) in run.iter().enumerate() {
+                    dm[(e * g.cout + co) * ld + col..][..len].copy_from_slice(&vals[..len]);
+                }
+            }
+        }
+    }
+}
+
+/// `∂L/∂w[co][ci] = Gᵀ ∂L/∂u[co][ci] G`, the adjoint of [`kernel_transform`], with
+/// `Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]]`.
+fn kernel_transform_adjoint<T: Element>(g: &ConvGeom, du: &[T]) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    let gt = |a: [T; 4]| {
+        [
+            a[0] + half * (a[1] + a[2]),
+            half * (a[1] - a[2]),
+            half * (a[1] + a[2]) + a[3],
+        ]
+    };
+    let mut w = vec![T::ZERO; g.cout * g.cin * 9];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            let at = |e: usize| du[(e * g.cout + co) * g.cin + ci];
+            // t = Gᵀ du (3x4) column by column, then t G (3x3) row by row.
+            let mut t = [[T::ZERO; 4]; 3];
+            for c in 0..4 {
+                let col = gt([at(c), at(4 + c), at(8 + c), at(12 + c)]);
+                for r in 0..3 {
+                    t[r][c] = col[r];
+                }
+            }
+            let k = &mut w[(co * g.cin + ci) * 9..][..9];
+            for (r, row) in t.iter().enumerate() {
+                k[r * 3..r * 3 + 3].copy_from_slice(&gt(*row));
+            }
+        }
+    }
+    w
+}
+
+/// `u[e][co][ci] = (G g Gᵀ)[e]` for every kernel `g = w[co][ci]`, with
+/// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`.
+fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    let mut u = vec![T::ZERO; POS * g.cout * g.cin];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            let k = &w[(co * g.cin + ci) * 9..][..9];
+            // t = G k (4x3), then t Gᵀ (4x4).
+            let mut t = [[T::ZERO; 3]; 4];
+            for c in 0..3 {
+                let (k0, k1, k2) = (k[c], k[3 + c], k[6 + c]);
+                t[0][c] = k0;
+                t[1][c] = half * (k0 + k1 + k2);
+                t[2][c] = half * (k0 - k1 + k2);
+                t[3][c] = k2;
+            }
+            for (r, row) in t.iter().enumerate() {
+                let [k0, k1, k2] = *row;
+                let out = [k0, half * (k0 + k1 + k2), half * (k0 - k1 + k2), k2];
+                for (c, &val) in out.iter().enumerate() {
+                    u[((r * 4 + c) * g.cout + co) * g.cin + ci] = val;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// Tiles transformed together: each of the 16 positions' results for them is written (or
+/// read) as one run of consecutive elements instead of 16 scattered single stores, which
+/// made the naive transforms slower than im2col.
+const TILE_RUN: usize = 16;
+
+/// Writes the 4x4 transforms `Bᵀ d B` of every tile `d` of image `x` into
+/// `v[e][ci][col0 + tile]` (rows `ld` apart), with
+/// `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
+fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, col0: usize) {
+    let (th, tw) = tiles(g);
+    // Each plane is first copied into a zero-bordered one that every tile lies inside, so
+    // the tile loop has no edge cases (on 8x8 maps most tiles touch the border).
+    let (ph, pw) = (2 * th + 2, 2 * tw + 2);
+    let mut padded = vec![T::ZERO; ph * pw];
+    let mut run = [[T::ZERO; TILE_RUN]; POS];
+    for ci in 0..g.cin {
+        let plane = &x[ci * g.h * g.w..][..g.h * g.w];
+        for (y, row) in plane.chunks_exact(g.w).enumerate().take(ph - g.pad) {
+            let len = g.w.min(pw - g.pad);
+            padded[(y + g.pad) * pw + g.pad..][..len].copy_from_slice(&row[..len]);
+        }
+        for ty in 0..th {
+            for tx0 in (0..tw).step_by(TILE_RUN) {
+                let len = TILE_RUN.min(tw - tx0);
+                for i in 0..len {
+                    let start = 2 * ty * pw + 2 * (tx0 + i);
+                    let mut d = [[T::ZERO; 4]; 4];
+                    for (r, row) in d.iter_mut().enumerate() {
+                        row.copy_from_slice(&padded[start + r * pw..][..4]);
+                    }
+                    // t = Bᵀ d (rows), then t B (columns).
+                    for c in 0..4 {
+                        let t = [
+                            d[0][c] - d[2][c],
+                            d[1][c] + d[2][c],
+                            d[2][c] - d[1][c],
+                            d[1][c] - d[3][c],
+                        ];
+                        for (r, &tv) in t.iter().enumerate() {
+                            d[r][c] = tv;
+                        }
+                    }
+                    for (r, row) in d.iter().enumerate() {
+                        run[r * 4][i] = row[0] - row[2];
+                        run[r * 4 + 1][i] = row[1] + row[2];
+                        run[r * 4 + 2][i] = row[2] - row[1];
+                        run[r * 4 + 3][i] = row[1] - row[3];
+                    }
+                }
+                let col = col0 + ty * tw + tx0;
+                for (e, vals) in run.iter().enumerate() {
+                    v[(e * g.cin + ci) * ld + col..][..len].copy_from_slice(&vals[..len]);
+                }
+            }
+        }
+    }
+}
+
+/// Folds the products `m[e][co][col0 + tile]` (rows `ld` apart) of one image back into its
+/// output `y` (cout x oh x ow) as `Aᵀ m A`, with `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`,
+/// dropping the outputs past the map's edge.
+fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y: &mut [T]) {
+    let (th, tw) = tiles(g);
+    let mut run = [[T::ZERO; TILE_RUN]; POS];
+    for co in 0..g.cout {
+        let plane = &mut y[co * g.ohw()..][..g.ohw()];
+        for ty in 0..th {
+            for tx0 in (0..tw).step_by(TILE_RUN) {
+                let len = TILE_RUN.min(tw - tx0);
+                let col = col0 + ty * tw + tx0;
+                for (e, vals) in run.iter_mut().enumerate() {
+                    vals[..len].copy_from_slice(&m[(e * g.cout + co) * ld + col..][..len]);
+                }
+                for i in 0..len {
+                    let val = |e: usize| run[e][i];
+                    // t = Aᵀ m (2x4), then t A (2x2).
+                    let mut t = [[T::ZERO; 4]; 2];
+                    for c in 0..4 {
+                        let (m0, m1, m2, m3) = (val(c), val(4 + c), val(8 + c), val(12 + c));
+                        t[0][c] = m0 + m1 + m2;
+                        t[1][c] = m1 - m2 - m3;
+                    }
+                    let tx = tx0 + i;
+                    for (r, row) in t.iter().enumerate() {
+                        let oy = 2 * ty + r;
+                        if oy >= g.oh {
+                            continue;
+                        }
+                        let out = [row[0] + row[1] + row[2], row[1] - row[2] - row[3]];
+                        for (c, &v) in out.iter().enumerate() {
+                            let ox = 2 * tx + c;
+                            if ox < g.ow {
+                                plane[oy * g.ow + ox] = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
