@@ -8,6 +8,7 @@
 
 mod adaptive_pool;
 mod batch_norm;
+mod bias;
 mod conv;
 mod cpu;
 mod dropout;
@@ -65,7 +66,7 @@ pub fn conv2d(
 ) -> Result<Tensor> {
     let y = conv::conv2d_no_bias(x, weight, stride, padding)?;
     match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        Some(b) => bias::add_channel_bias(&y, b),
         None => Ok(y),
     }
 }
@@ -74,6 +75,8 @@ pub fn conv2d(
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let y = linear::matmul_t(x, weight)?;
     match bias {
+        // Rank 2: the features are axis 1, where the per-channel bias op adds.
+        Some(b) if y.rank() == 2 => bias::add_channel_bias(&y, b),
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
