@@ -168,8 +168,9 @@ impl MaxPool {
         for (k, y) in (ys.0..ys.1).enumerate() {
             let row = &plane[y * g.w..][..g.w];
             for (r, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
-                for (p, &v) in phase.iter_mut().zip(row[r..].iter().step_by(s)) {
-                    *p = v;
+                // Indexing, not `step_by`: its setup divides, per row.
+                for (j, p) in phase.iter_mut().enumerate().take((g.w - r).div_ceil(s)) {
+                    *p = row[r + j * s];
                 }
             }
             for kx in 0..self.kernel {

@@ -92,8 +92,9 @@ pub(crate) fn im2col<T: Element>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usize
                         if g.stride == 1 {
                             out.copy_from_slice(&plane[x0..x0 + out.len()]);
                         } else {
-                            for (o, v) in out.iter_mut().zip(plane[x0..].iter().step_by(g.stride)) {
-                                *o = *v;
+                            // Indexing, not `step_by`: its setup divides, per row.
+                            for (i, o) in out.iter_mut().enumerate() {
+                                *o = plane[x0 + i * g.stride];
                             }
                         }
                     }
@@ -126,8 +127,8 @@ pub(crate) fn col2im<T: Element>(g: &ConvGeom, col: &[T], ld: usize, gx: &mut [T
                             *d += *v;
                         }
                     } else {
-                        for (d, v) in plane[x0..].iter_mut().step_by(g.stride).zip(src) {
-                            *d += *v;
+                        for (i, v) in src.iter().enumerate() {
+                            plane[x0 + i * g.stride] += *v;
                         }
                     }
                 }
