@@ -162,8 +162,22 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     /// Train mode also moves the running statistics towards the batch's.
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        self.apply(x, pass, None)
+    }
+
+    /// [`Self::forward`] then `nn.ReLU` (recorded in the trace as `relu_name`), computed as
+    /// one op: no separate ReLU output or gradient tensor, one pass fewer each way.
+    pub fn forward_relu(&self, x: &Tensor, pass: &Pass, relu_name: &str) -> Result<Tensor> {
+        self.apply(x, pass, Some(relu_name))
+    }
+
+    fn apply(&self, x: &Tensor, pass: &Pass, relu: Option<&str>) -> Result<Tensor> {
         let y = if pass.is_train() {
-            let (y, stats) = ops::batch_norm_train(x, &self.weight, &self.bias, self.eps)?;
+            let train = match relu {
+                Some(_) => ops::batch_norm_relu_train,
+                None => ops::batch_norm_train,
+            };
+            let (y, stats) = train(x, &self.weight, &self.bias, self.eps)?;
             let m = self.momentum;
             let blend = |old: &Var, new: &Tensor| -> Result<()> {
                 old.set(&((old.as_tensor() * (1.0 - m))? + (new * m)?)?)
@@ -172,7 +186,11 @@ impl BatchNorm2d {
             blend(&self.running_var, &stats.unbiased_var)?;
             y
         } else {
-            ops::batch_norm_eval(
+            let eval = match relu {
+                Some(_) => ops::batch_norm_relu_eval,
+                None => ops::batch_norm_eval,
+            };
+            eval(
                 x,
                 &pass.param(&self.weight),
                 &pass.param(&self.bias),
@@ -182,6 +200,9 @@ impl BatchNorm2d {
             )?
         };
         pass.record(&self.name, "BatchNorm2d", &y, 2 * self.weight.elem_count());
+        if let Some(name) = relu {
+            pass.record(name, "ReLU", &y, 0);
+        }
         Ok(y)
     }
 }

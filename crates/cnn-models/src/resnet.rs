@@ -80,8 +80,9 @@ impl BasicBlock {
 
     fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let relu_name = format!("{}.relu", self.name);
-        let y = self.bn1.forward(&self.conv1.forward(x, pass)?, pass)?;
-        let y = layers::relu(&y, &relu_name, pass)?;
+        let y = self
+            .bn1
+            .forward_relu(&self.conv1.forward(x, pass)?, pass, &relu_name)?;
         let y = self.bn2.forward(&self.conv2.forward(&y, pass)?, pass)?;
         let shortcut = match &self.downsample {
             Some((conv, bn)) => bn.forward(&conv.forward(x, pass)?, pass)?,
@@ -135,8 +136,9 @@ fn build(
 
 impl Network for ResNet {
     fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
-        let x = self.bn1.forward(&self.conv1.forward(x, pass)?, pass)?;
-        let x = layers::relu(&x, "relu", pass)?;
+        let x = self
+            .bn1
+            .forward_relu(&self.conv1.forward(x, pass)?, pass, "relu")?;
         let mut x = layers::max_pool2d(&x, 3, 2, 1, "maxpool", pass)?;
         for block in &self.blocks {
             x = block.forward(&x, pass)?;

@@ -531,6 +531,89 @@ fn batch_norm_train_matches_the_definition() {
 }
 
 #[test]
+fn batch_norm_fused_with_relu_matches_the_chain_rule() {
+    // d/dx Σ relu(bn(x))·r = the plain batch norm's gradient for r masked by bn(x) > 0.
+    let mut rng = ChaCha8Rng::seed_from_u64(37);
+    for (k, dims) in [[2, 3, 5, 7], [4, 2, 3, 3], [32, 3, 2, 2]]
+        .into_iter()
+        .enumerate()
+    {
+        let len: usize = dims.iter().product();
+        let c = dims[1];
+        let x = random_vec(len, &mut rng);
+        let (w, b, r) = (
+            random_vec(c, &mut rng),
+            random_vec(c, &mut rng),
+            random_vec(len, &mut rng),
+        );
+        let plain = bn_reference(dims, &x, &w, &b, &r);
+        let masked: Vec<f64> = r
+            .iter()
+            .zip(&plain.y)
+            .map(|(r, y)| if *y > 0.0 { *r } else { 0.0 })
+            .collect();
+        let want = bn_reference(dims, &x, &w, &b, &masked);
+        let y_want: Vec<f64> = want.y.iter().map(|y| y.max(0.0)).collect();
+        let xv = Var::from_tensor(&tensor(&x, &dims, DType::F64)).unwrap();
+        let wv = Var::from_tensor(&tensor(&w, &[c], DType::F64)).unwrap();
+        let bv = Var::from_tensor(&tensor(&b, &[c], DType::F64)).unwrap();
+        let (y, _) = ops::batch_norm_relu_train(&xv, &wv, &bv, 1e-5).unwrap();
+        let grads = (&y * tensor(&r, &dims, DType::F64))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let results = [
+            ("output", values(&y), &y_want),
+            ("input grad", values(grads.get(&xv).unwrap()), &want.gx),
+            ("weight grad", values(grads.get(&wv).unwrap()), &want.gw),
+            ("bias grad", values(grads.get(&bv).unwrap()), &want.gb),
+        ];
+        for (what, got, want) in results {
+            let err = relative_error(&got, want);
+            assert!(err < 1e-10, "train case {k} {dims:?} {what}: {err:.2e}");
+        }
+
+        // Eval mode: the fused op against the plain one followed by a ReLU.
+        let (rm, rv) = (
+            random_vec(c, &mut rng),
+            random_vec(c, &mut rng)
+                .iter()
+                .map(|v| 0.5 + v.abs())
+                .collect::<Vec<_>>(),
+        );
+        let (rm, rv) = (tensor(&rm, &[c], DType::F64), tensor(&rv, &[c], DType::F64));
+        let run = |fused: bool| {
+            let y = match fused {
+                true => ops::batch_norm_relu_eval(&xv, &wv, &bv, &rm, &rv, 1e-5).unwrap(),
+                false => ops::relu(&ops::batch_norm_eval(&xv, &wv, &bv, &rm, &rv, 1e-5).unwrap())
+                    .unwrap(),
+            };
+            let g = (&y * tensor(&r, &dims, DType::F64))
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            [
+                values(&y),
+                values(g.get(&xv).unwrap()),
+                values(g.get(&wv).unwrap()),
+                values(g.get(&bv).unwrap()),
+            ]
+        };
+        for (what, (got, want)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(run(true).iter().zip(&run(false)))
+        {
+            let err = relative_error(got, want);
+            assert!(err < 1e-12, "eval case {k} {dims:?} {what}: {err:.2e}");
+        }
+    }
+}
+
+#[test]
 fn batch_norm_eval_matches_the_definition() {
     let mut rng = ChaCha8Rng::seed_from_u64(41);
     let dims = [3, 4, 5, 3];

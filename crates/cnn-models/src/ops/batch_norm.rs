@@ -3,10 +3,10 @@
 //! On the CPU each mode is one custom op whose forward and backward are single sweeps over
 //! memory (`cpu::batch_norm`); elsewhere (CUDA) it is composed from candle ops.
 
+use super::contiguous_slice;
 use super::cpu::batch_norm::{self as kernel, Planes};
 use super::cpu::Element;
-use super::{contiguous_slice, dispatch2};
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
 /// Per-channel statistics of one train-mode batch, for the running-average update.
@@ -29,21 +29,52 @@ pub fn batch_norm_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, BatchNormStats)> {
+    train(x, weight, bias, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, as one op on the CPU: its backward masks the
+/// gradient itself, so no separate ReLU output, pass or gradient tensor exists.
+pub fn batch_norm_relu_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BatchNormStats)> {
+    train(x, weight, bias, eps, true)
+}
+
+fn train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchNormStats)> {
     let (n, c, h, w) = x.dims4()?;
     let count = n * h * w;
     if count < 2 {
         bail!("batch_norm: expected more than 1 value per channel when training, got input {n}x{c}x{h}x{w}")
     }
     let (y, mean, var) = if fused(x, weight) {
-        train_fused(x, weight, bias, eps)?
+        train_fused(x, weight, bias, eps, relu)?
     } else {
-        train_composed(x, weight, bias, eps)?
+        let (y, mean, var) = train_composed(x, weight, bias, eps)?;
+        (then_relu(y, relu)?, mean, var)
     };
     let stats = BatchNormStats {
         mean: mean.detach().flatten_all()?,
         unbiased_var: (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?,
     };
     Ok((y, stats))
+}
+
+/// `relu(y)` when asked (the composed paths).
+fn then_relu(y: Tensor, relu: bool) -> Result<Tensor> {
+    if relu {
+        super::relu(&y)
+    } else {
+        Ok(y)
+    }
 }
 
 /// Whether the CPU kernels apply (f32 or f64 on the CPU, switched on).
@@ -81,16 +112,42 @@ pub fn batch_norm_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
+    eval(x, [weight, bias, running_mean, running_var], eps, false)
+}
+
+/// [`batch_norm_eval`] followed by a ReLU, as one op on the CPU.
+pub fn batch_norm_relu_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    eval(x, [weight, bias, running_mean, running_var], eps, true)
+}
+
+fn eval(
+    x: &Tensor,
+    [weight, bias, running_mean, running_var]: [&Tensor; 4],
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
     let scale = (running_var + eps)?.sqrt()?.recip()?.mul(weight)?;
     let shift = bias.sub(&running_mean.mul(&scale)?)?;
     if fused(x, weight) {
         // Per-channel affine map as one op; the small per-channel math above stays
         // differentiable through candle, so weight and bias still get their gradients.
-        x.contiguous()?
-            .apply_op3(&scale.contiguous()?, &shift.contiguous()?, ChannelAffine)
+        x.contiguous()?.apply_op3(
+            &scale.contiguous()?,
+            &shift.contiguous()?,
+            ChannelAffine { relu },
+        )
     } else {
-        x.broadcast_mul(&channel_view(&scale)?)?
-            .broadcast_add(&channel_view(&shift)?)
+        let y = x
+            .broadcast_mul(&channel_view(&scale)?)?
+            .broadcast_add(&channel_view(&shift)?)?;
+        then_relu(y, relu)
     }
 }
 
@@ -118,10 +175,12 @@ fn train_fused(
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
+    relu: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let saved = Arc::new(Mutex::new(Saved::default()));
     let op = TrainOp {
         eps,
+        relu,
         saved: saved.clone(),
     };
     let y = x
@@ -139,9 +198,10 @@ struct Saved {
     var: Vec<f64>,
 }
 
-/// (x, weight, bias) -> y with the batch's statistics.
+/// (x, weight, bias) -> y with the batch's statistics (then ReLU'd with `relu`).
 struct TrainOp {
     eps: f64,
+    relu: bool,
     saved: Arc<Mutex<Saved>>,
 }
 
@@ -175,7 +235,7 @@ impl CustomOp3 for TrainOp {
                 .zip(&w)
                 .map(|(v, w)| w / (v + op.eps).sqrt())
                 .collect();
-            let y = kernel::normalise(p, x, &mean, &scale, &b);
+            let y = kernel::normalise(p, x, &mean, &scale, &b, op.relu);
             *op.saved.lock().unwrap() = Saved { mean, var };
             Ok(y)
         }
@@ -196,7 +256,7 @@ impl CustomOp3 for TrainOp {
         x: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Saved { mean, var } = self.saved.lock().unwrap().clone();
@@ -208,9 +268,10 @@ impl CustomOp3 for TrainOp {
                 gamma,
                 inv_std: inv_std.clone(),
             },
+            relu: self.relu,
             sums: Mutex::default(),
         };
-        let gx = x.apply_op2_no_bwd(&gy.contiguous()?, &back)?;
+        let gx = back.apply(x, gy, y)?;
         let (sum_gy, sum_gy_x) = std::mem::take(&mut *back.sums.lock().unwrap());
         // Σ gy·x̂ = inv_std · (Σ gy·x − mean · Σ gy)
         let sum_gy_xhat = (0..mean.len())
@@ -228,8 +289,10 @@ impl CustomOp3 for TrainOp {
     }
 }
 
-/// (x, scale, shift) -> x * scale[c] + shift[c]: eval mode's map.
-struct ChannelAffine;
+/// (x, scale, shift) -> x * scale[c] + shift[c] (then ReLU'd with `relu`): eval mode's map.
+struct ChannelAffine {
+    relu: bool,
+}
 
 impl CustomOp3 for ChannelAffine {
     fn name(&self) -> &'static str {
@@ -248,6 +311,7 @@ impl CustomOp3 for ChannelAffine {
         let p = planes(l1)?;
         fn run<T: Element>(
             p: Planes,
+            relu: bool,
             (x, l1): (&[T], &Layout),
             (a, l2): (&[T], &Layout),
             (b, l3): (&[T], &Layout),
@@ -259,14 +323,16 @@ impl CustomOp3 for ChannelAffine {
                 &zero,
                 &values(a, l2)?,
                 &values(b, l3)?,
+                relu,
             ))
         }
+        let relu = self.relu;
         let y = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32(run(p, (x, l1), (a, l2), (b, l3))?)
+                CpuStorage::F32(run(p, relu, (x, l1), (a, l2), (b, l3))?)
             }
             (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64(run(p, (x, l1), (a, l2), (b, l3))?)
+                CpuStorage::F64(run(p, relu, (x, l1), (a, l2), (b, l3))?)
             }
             _ => bail!("batch_norm: only f32 or f64 tensors of one type are supported"),
         };
@@ -278,7 +344,7 @@ impl CustomOp3 for ChannelAffine {
         x: &Tensor,
         scale: &Tensor,
         shift: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = scale.elem_count();
@@ -287,9 +353,10 @@ impl CustomOp3 for ChannelAffine {
             coefficients: Coefficients::Affine {
                 scale: scale.to_dtype(DType::F64)?.to_vec1()?,
             },
+            relu: self.relu,
             sums: Mutex::default(),
         };
-        let gx = x.apply_op2_no_bwd(&gy.contiguous()?, &back)?;
+        let gx = back.apply(x, gy, y)?;
         let (sum_gy, sum_gy_x) = std::mem::take(&mut *back.sums.lock().unwrap());
         let gscale = match scale.track_op() {
             true => Some(channel_tensor(sum_gy_x, x)?),
@@ -311,21 +378,35 @@ enum Coefficients {
     Affine { scale: Vec<f64> },
 }
 
-/// (x, gy) -> gx, leaving `Σ gy` and `Σ gy·x` per channel in `sums` for the parameters.
+/// (x, gy, y) -> gx, leaving `Σ gy` and `Σ gy·x` per channel in `sums` for the parameters.
+/// With `relu` the op's output `y` masks `gy` (the fused ReLU's backward); else `y` is unread.
 struct Backward {
     mean: Vec<f64>,
     coefficients: Coefficients,
+    relu: bool,
     sums: Mutex<(Vec<f64>, Vec<f64>)>,
 }
 
 impl Backward {
-    fn run<T: Element>(&self, p: Planes, x: &[T], gy: &[T]) -> Vec<T> {
-        let (sum_gy, sum_gy_x) = kernel::grad_sums(p, x, gy);
+    fn apply(&self, x: &Tensor, gy: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let gy = gy.contiguous()?;
+        // Without a ReLU the mask is never read: pass gy itself rather than copy y.
+        let mask = if self.relu {
+            y.contiguous()?
+        } else {
+            gy.clone()
+        };
+        x.apply_op3_no_bwd(&gy, &mask, self)
+    }
+
+    fn run<T: Element>(&self, p: Planes, x: &[T], gy: &[T], y: &[T]) -> Vec<T> {
+        let mask = (self.relu, y);
+        let (sum_gy, sum_gy_x) = kernel::grad_sums(p, x, gy, mask);
         let m = (p.n * p.hw) as f64;
         let gx = match &self.coefficients {
             Coefficients::Affine { scale } => {
                 let zero = vec![0.0; p.c];
-                kernel::normalise(p, gy, &zero, scale, &zero)
+                kernel::input_grad(p, gy, x, &zero, [scale, &zero, &zero], mask)
             }
             Coefficients::Train { gamma, inv_std } => {
                 let (mut a, mut b, mut d) = (vec![0.0; p.c], vec![0.0; p.c], vec![0.0; p.c]);
@@ -336,7 +417,7 @@ impl Backward {
                     b[c] = -k * inv_std[c] * sum_gy_xhat / m;
                     d[c] = -k * sum_gy[c] / m;
                 }
-                kernel::input_grad(p, gy, x, &self.mean, [&a, &b, &d])
+                kernel::input_grad(p, gy, x, &self.mean, [&a, &b, &d], mask)
             }
         };
         *self.sums.lock().unwrap() = (sum_gy, sum_gy_x);
@@ -344,7 +425,7 @@ impl Backward {
     }
 }
 
-impl CustomOp2 for Backward {
+impl CustomOp3 for Backward {
     fn name(&self) -> &'static str {
         "batch-norm-backward"
     }
@@ -355,15 +436,30 @@ impl CustomOp2 for Backward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1)?;
-        let gx = dispatch2(
-            "batch_norm backward",
-            (s1, l1),
-            (s2, l2),
-            |x, gy| self.run(p, x, gy),
-            |x, gy| self.run(p, x, gy),
-        )?;
+        let name = "batch_norm backward";
+        let gx = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(gy), CpuStorage::F32(y)) => {
+                CpuStorage::F32(self.run(
+                    p,
+                    contiguous_slice(x, l1, name)?,
+                    contiguous_slice(gy, l2, name)?,
+                    contiguous_slice(y, l3, name)?,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(gy), CpuStorage::F64(y)) => {
+                CpuStorage::F64(self.run(
+                    p,
+                    contiguous_slice(x, l1, name)?,
+                    contiguous_slice(gy, l2, name)?,
+                    contiguous_slice(y, l3, name)?,
+                ))
+            }
+            _ => bail!("{name}: only f32 or f64 tensors of one type are supported"),
+        };
         Ok((gx, l1.shape().clone()))
     }
 }

@@ -47,15 +47,32 @@ pub(crate) fn channel_stats<T: Element>(p: Planes, x: &[T]) -> (Vec<f64>, Vec<f6
     .unzip()
 }
 
-/// `Σ gy` and `Σ gy · x` of each channel.
-pub(crate) fn grad_sums<T: Element>(p: Planes, x: &[T], gy: &[T]) -> (Vec<f64>, Vec<f64>) {
+/// `g`, or 0 where a fused ReLU's output `y` is not positive (`relu`), as PyTorch's ReLU
+/// backward (no gradient at 0 or NaN).
+#[inline(always)]
+fn through_relu<T: Element>(relu: bool, g: T, y: T) -> T {
+    match (relu, y.partial_cmp(&T::ZERO)) {
+        (true, Some(std::cmp::Ordering::Greater)) | (false, _) => g,
+        (true, _) => T::ZERO,
+    }
+}
+
+/// `Σ gy` and `Σ gy · x` of each channel; with `relu`, `gy` counts only where the fused
+/// ReLU's output `y` is positive.
+pub(crate) fn grad_sums<T: Element>(
+    p: Planes,
+    x: &[T],
+    gy: &[T],
+    (relu, y): (bool, &[T]),
+) -> (Vec<f64>, Vec<f64>) {
     per_channel(p, |c| {
         let (mut s, mut sx) = (0f64, 0f64);
         for n in 0..p.n {
             let at = (n * p.c + c) * p.hw;
-            let (x, gy) = (&x[at..][..p.hw], &gy[at..][..p.hw]);
-            let (ps, psx) = x.iter().zip(gy).fold((0f64, 0f64), |(a, b), (&x, &g)| {
-                let g = g.to_f64();
+            let (x, gy, y) = (&x[at..][..p.hw], &gy[at..][..p.hw], &y[at..][..p.hw]);
+            let terms = x.iter().zip(gy).zip(y);
+            let (ps, psx) = terms.fold((0f64, 0f64), |(a, b), ((&x, &g), &y)| {
+                let g = through_relu(relu, g, y).to_f64();
                 (a + g, b + g * x.to_f64())
             });
             s += ps;
@@ -70,55 +87,55 @@ pub(crate) fn grad_sums<T: Element>(p: Planes, x: &[T], gy: &[T]) -> (Vec<f64>, 
 /// `out = f(plane's channel, input planes...)` for every plane, in parallel.
 fn map_planes<T: Element>(
     p: Planes,
-    inputs: [&[T]; 2],
-    f: impl Fn(usize, &mut [T], &[T], &[T]) + Sync + Send,
+    inputs: [&[T]; 3],
+    f: impl Fn(usize, &mut [T], [&[T]; 3]) + Sync + Send,
 ) -> Vec<T> {
     let mut out = vec![T::ZERO; inputs[0].len()];
     out.par_chunks_mut(p.hw).enumerate().for_each(|(plane, o)| {
         let at = plane * p.hw;
-        f(
-            plane % p.c,
-            o,
-            &inputs[0][at..][..p.hw],
-            &inputs[1][at..][..p.hw],
-        );
+        f(plane % p.c, o, inputs.map(|input| &input[at..][..p.hw]));
     });
     out
 }
 
-/// `y = (x - mean[c]) * scale[c] + shift[c]`: the forward pass in train and eval mode.
+/// `y = (x - mean[c]) * scale[c] + shift[c]`, then `max(y, 0)` with `relu` (NaN kept): the
+/// forward pass in train and eval mode.
 pub(crate) fn normalise<T: Element>(
     p: Planes,
     x: &[T],
     mean: &[f64],
     scale: &[f64],
     shift: &[f64],
+    relu: bool,
 ) -> Vec<T> {
-    map_planes(p, [x, x], |c, out, x, _| {
+    map_planes(p, [x, x, x], |c, out, [x, _, _]| {
         let (m, a, b) = (
             T::from_f64(mean[c]),
             T::from_f64(scale[c]),
             T::from_f64(shift[c]),
         );
         for (o, &x) in out.iter_mut().zip(x) {
-            *o = (x - m) * a + b;
+            let y = (x - m) * a + b;
+            *o = if relu && y < T::ZERO { T::ZERO } else { y };
         }
     })
 }
 
-/// `gx = a[c] * gy + b[c] * (x - mean[c]) + d[c]`: the train-mode input gradient.
+/// `gx = a[c] * gy + b[c] * (x - mean[c]) + d[c]`: the input gradient (train mode; eval
+/// mode with `b = d = 0`). With `relu`, `gy` counts only where the output `y` is positive.
 pub(crate) fn input_grad<T: Element>(
     p: Planes,
     gy: &[T],
     x: &[T],
     mean: &[f64],
     [a, b, d]: [&[f64]; 3],
+    (relu, y): (bool, &[T]),
 ) -> Vec<T> {
-    map_planes(p, [gy, x], |c, out, gy, x| {
+    map_planes(p, [gy, x, y], |c, out, [gy, x, y]| {
         let m = T::from_f64(mean[c]);
         let (a, b, d) = (T::from_f64(a[c]), T::from_f64(b[c]), T::from_f64(d[c]));
-        for ((o, &g), &x) in out.iter_mut().zip(gy).zip(x) {
-            *o = a * g + b * (x - m) + d;
+        for (((o, &g), &x), &y) in out.iter_mut().zip(gy).zip(x).zip(y) {
+            *o = a * through_relu(relu, g, y) + b * (x - m) + d;
         }
     })
 }
