@@ -299,58 +299,6 @@ fn conv_bias_is_added_per_output_channel() {
 }
 
 #[test]
-fn linear_matches_its_definition_with_bias_and_gradients() {
-    let (n, inputs, outputs) = (3, 5, 4);
-    let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let x = random_vec(n * inputs, &mut rng);
-    let w = random_vec(outputs * inputs, &mut rng);
-    let b = random_vec(outputs, &mut rng);
-    let r = random_vec(n * outputs, &mut rng);
-    let (xv, wv, bv) = (
-        Var::from_tensor(&tensor(&x, &[n, inputs], DType::F64)).unwrap(),
-        Var::from_tensor(&tensor(&w, &[outputs, inputs], DType::F64)).unwrap(),
-        Var::from_tensor(&tensor(&b, &[outputs], DType::F64)).unwrap(),
-    );
-    let y = ops::linear(&xv, &wv, Some(&bv)).unwrap();
-    let grads = (&y * &tensor(&r, &[n, outputs], DType::F64))
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let (mut y_ref, mut gx, mut gw, mut gb) = (
-        vec![0.0; n * outputs],
-        vec![0.0; n * inputs],
-        vec![0.0; outputs * inputs],
-        vec![0.0; outputs],
-    );
-    for s in 0..n {
-        for o in 0..outputs {
-            let g = r[s * outputs + o];
-            y_ref[s * outputs + o] = b[o]
-                + (0..inputs)
-                    .map(|i| x[s * inputs + i] * w[o * inputs + i])
-                    .sum::<f64>();
-            gb[o] += g;
-            for i in 0..inputs {
-                gx[s * inputs + i] += g * w[o * inputs + i];
-                gw[o * inputs + i] += g * x[s * inputs + i];
-            }
-        }
-    }
-    let results = [
-        ("output", values(&y), y_ref),
-        ("input grad", values(grads.get(&xv).unwrap()), gx),
-        ("weight grad", values(grads.get(&wv).unwrap()), gw),
-        ("bias grad", values(grads.get(&bv).unwrap()), gb),
-    ];
-    for (what, got, want) in results {
-        let err = relative_error(&got, &want);
-        assert!(err < 1e-12, "linear {what}: {err:.2e}");
-    }
-}
-
-#[test]
 fn conv_gradients_match_finite_differences() {
     let c = case(2, 2, (5, 4), 3, (3, 3), 2, 1);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
