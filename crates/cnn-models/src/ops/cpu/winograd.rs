@@ -27,7 +27,7 @@ const MIN_MAP: usize = 8;
 const MIN_CHANNELS: usize = 16;
 
 /// Whether [`forward`] computes this convolution: a stride-1 3x3 kernel, padding at most 2,
-/// maps of at least 4x4 outputs and enough channels on both sides.
+/// output maps of at least [`MIN_MAP`] square and enough channels on both sides.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
     g.kh == 3
         && g.kw == 3
