@@ -3,9 +3,9 @@
 //! On the CPU each mode is one custom op whose forward and backward are single sweeps over
 //! memory (`cpu::batch_norm`); elsewhere (CUDA) it is composed from candle ops.
 
-use super::contiguous_slice;
 use super::cpu::batch_norm::{self as kernel, Planes};
 use super::cpu::Element;
+use super::dispatch3;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
@@ -157,11 +157,8 @@ fn planes(layout: &Layout) -> Result<Planes> {
 }
 
 /// A per-channel tensor's values in f64.
-fn values<T: Element>(data: &[T], layout: &Layout) -> Result<Vec<f64>> {
-    Ok(contiguous_slice(data, layout, "batch_norm")?
-        .iter()
-        .map(|v| v.to_f64())
-        .collect())
+fn to_f64<T: Element>(data: &[T]) -> Vec<f64> {
+    data.iter().map(|v| v.to_f64()).collect()
 }
 
 /// A per-channel vector as a tensor of `like`'s type and device.
@@ -220,15 +217,8 @@ impl CustomOp3 for TrainOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1)?;
-        fn run<T: Element>(
-            op: &TrainOp,
-            p: Planes,
-            (x, l1): (&[T], &Layout),
-            (w, l2): (&[T], &Layout),
-            (b, l3): (&[T], &Layout),
-        ) -> Result<Vec<T>> {
-            let x = contiguous_slice(x, l1, "batch_norm")?;
-            let (w, b) = (values(w, l2)?, values(b, l3)?);
+        fn run<T: Element>(op: &TrainOp, p: Planes, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
+            let (w, b) = (to_f64(w), to_f64(b));
             let (mean, var) = kernel::channel_stats(p, x);
             let scale: Vec<f64> = var
                 .iter()
@@ -237,17 +227,16 @@ impl CustomOp3 for TrainOp {
                 .collect();
             let y = kernel::normalise(p, x, &mean, &scale, &b, op.relu);
             *op.saved.lock().unwrap() = Saved { mean, var };
-            Ok(y)
+            y
         }
-        let y = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(run(self, p, (x, l1), (w, l2), (b, l3))?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(run(self, p, (x, l1), (w, l2), (b, l3))?)
-            }
-            _ => bail!("batch_norm: only f32 or f64 tensors of one type are supported"),
-        };
+        let y = dispatch3(
+            "batch_norm",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, w, b| run(self, p, x, w, b),
+            |x, w, b| run(self, p, x, w, b),
+        )?;
         Ok((y, l1.shape().clone()))
     }
 
@@ -309,33 +298,19 @@ impl CustomOp3 for ChannelAffine {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1)?;
-        fn run<T: Element>(
-            p: Planes,
-            relu: bool,
-            (x, l1): (&[T], &Layout),
-            (a, l2): (&[T], &Layout),
-            (b, l3): (&[T], &Layout),
-        ) -> Result<Vec<T>> {
+        fn run<T: Element>(p: Planes, relu: bool, x: &[T], a: &[T], b: &[T]) -> Vec<T> {
             let zero = vec![0.0; p.c];
-            Ok(kernel::normalise(
-                p,
-                contiguous_slice(x, l1, "batch_norm")?,
-                &zero,
-                &values(a, l2)?,
-                &values(b, l3)?,
-                relu,
-            ))
+            kernel::normalise(p, x, &zero, &to_f64(a), &to_f64(b), relu)
         }
         let relu = self.relu;
-        let y = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                CpuStorage::F32(run(p, relu, (x, l1), (a, l2), (b, l3))?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                CpuStorage::F64(run(p, relu, (x, l1), (a, l2), (b, l3))?)
-            }
-            _ => bail!("batch_norm: only f32 or f64 tensors of one type are supported"),
-        };
+        let y = dispatch3(
+            "batch_norm",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, a, b| run(p, relu, x, a, b),
+            |x, a, b| run(p, relu, x, a, b),
+        )?;
         Ok((y, l1.shape().clone()))
     }
 
@@ -440,26 +415,14 @@ impl CustomOp3 for Backward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1)?;
-        let name = "batch_norm backward";
-        let gx = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(gy), CpuStorage::F32(y)) => {
-                CpuStorage::F32(self.run(
-                    p,
-                    contiguous_slice(x, l1, name)?,
-                    contiguous_slice(gy, l2, name)?,
-                    contiguous_slice(y, l3, name)?,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(gy), CpuStorage::F64(y)) => {
-                CpuStorage::F64(self.run(
-                    p,
-                    contiguous_slice(x, l1, name)?,
-                    contiguous_slice(gy, l2, name)?,
-                    contiguous_slice(y, l3, name)?,
-                ))
-            }
-            _ => bail!("{name}: only f32 or f64 tensors of one type are supported"),
-        };
+        let gx = dispatch3(
+            "batch_norm backward",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, gy, y| self.run(p, x, gy, y),
+            |x, gy, y| self.run(p, x, gy, y),
+        )?;
         Ok((gx, l1.shape().clone()))
     }
 }

@@ -413,24 +413,14 @@ impl CustomOp3 for MaxPoolBackward {
                 });
             grad_in
         }
-        let name = "max_pool2d backward";
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(go)) => CpuStorage::F32(run(
-                &op,
-                contiguous_slice(x, l1, name)?,
-                contiguous_slice(y, l2, name)?,
-                contiguous_slice(go, l3, name)?,
-                g,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(go)) => CpuStorage::F64(run(
-                &op,
-                contiguous_slice(x, l1, name)?,
-                contiguous_slice(y, l2, name)?,
-                contiguous_slice(go, l3, name)?,
-                g,
-            )),
-            _ => bail!("max_pool2d backward: only f32 and f64 are supported"),
-        };
+        let out = super::dispatch3(
+            "max_pool2d backward",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, y, go| run(&op, x, y, go, g),
+            |x, y, go| run(&op, x, y, go, g),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 }

@@ -50,6 +50,31 @@ pub(crate) fn dispatch2(
     })
 }
 
+/// [`dispatch2`] for a ternary op: the f32 or f64 function on three same-typed contiguous
+/// CPU storages.
+pub(crate) fn dispatch3(
+    name: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+    f32_fn: impl FnOnce(&[f32], &[f32], &[f32]) -> Vec<f32>,
+    f64_fn: impl FnOnce(&[f64], &[f64], &[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    Ok(match (s1, s2, s3) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => CpuStorage::F32(f32_fn(
+            contiguous_slice(a, l1, name)?,
+            contiguous_slice(b, l2, name)?,
+            contiguous_slice(c, l3, name)?,
+        )),
+        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => CpuStorage::F64(f64_fn(
+            contiguous_slice(a, l1, name)?,
+            contiguous_slice(b, l2, name)?,
+            contiguous_slice(c, l3, name)?,
+        )),
+        _ => bail!("{name}: only f32 or f64 tensors of one type are supported"),
+    })
+}
+
 /// The values of a contiguous CPU tensor's storage; `op` names the caller in the error.
 pub(crate) fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
