@@ -3,7 +3,6 @@
 //! reduces over the broadcast axes with a generic strided loop: on AlexNet@224 training
 //! that reduction over the conv outputs took ~12 % of the step.
 
-use super::contiguous_slice;
 use super::cpu::Element;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -118,12 +117,12 @@ impl CustomOp1 for BiasGrad {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let gb = match s {
-            CpuStorage::F32(g) => CpuStorage::F32(self.0.bias_grad(contiguous_slice(g, l, name)?)),
-            CpuStorage::F64(g) => CpuStorage::F64(self.0.bias_grad(contiguous_slice(g, l, name)?)),
-            _ => bail!("{name}: only f32 and f64 are supported"),
-        };
+        let gb = super::dispatch1(
+            self.name(),
+            (s, l),
+            |g| self.0.bias_grad(g),
+            |g| self.0.bias_grad(g),
+        )?;
         Ok((gb, Shape::from(self.0.channels)))
     }
 }

@@ -5,7 +5,6 @@
 //! parallel with rayon). Elsewhere (CUDA) it is composed from differentiable candle ops, whose
 //! backward splits a tie between the tied inputs instead of picking the first.
 
-use super::contiguous_slice;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -351,15 +350,12 @@ impl CustomOp1 for MaxPool {
                 .for_each(|(o, plane)| op.forward_plane(plane, o, g, &cols));
             out
         }
-        let out = match storage {
-            CpuStorage::F32(d) => {
-                CpuStorage::F32(run(self, contiguous_slice(d, layout, "max_pool2d")?, g))
-            }
-            CpuStorage::F64(d) => {
-                CpuStorage::F64(run(self, contiguous_slice(d, layout, "max_pool2d")?, g))
-            }
-            _ => bail!("max_pool2d: only f32 and f64 are supported"),
-        };
+        let out = super::dispatch1(
+            "max_pool2d",
+            (storage, layout),
+            |x| run(self, x, g),
+            |x| run(self, x, g),
+        )?;
         Ok((out, out_shape))
     }
 

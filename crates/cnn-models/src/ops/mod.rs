@@ -28,6 +28,21 @@ pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
 
 use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
 
+/// Runs the f32 or f64 function on one contiguous CPU storage (a unary op's CPU forward);
+/// `name` names the op in errors.
+pub(crate) fn dispatch1(
+    name: &str,
+    (s, l): (&CpuStorage, &Layout),
+    f32_fn: impl FnOnce(&[f32]) -> Vec<f32>,
+    f64_fn: impl FnOnce(&[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    Ok(match s {
+        CpuStorage::F32(a) => CpuStorage::F32(f32_fn(contiguous_slice(a, l, name)?)),
+        CpuStorage::F64(a) => CpuStorage::F64(f64_fn(contiguous_slice(a, l, name)?)),
+        _ => bail!("{name}: only f32 or f64 tensors are supported"),
+    })
+}
+
 /// Runs the f32 or f64 function on two same-typed contiguous CPU storages (a binary op's
 /// CPU forward); `name` names the op in errors.
 pub(crate) fn dispatch2(

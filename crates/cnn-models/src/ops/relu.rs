@@ -1,9 +1,8 @@
 //! ReLU on the CPU as one parallel pass forward and one backward (candle's backward builds
 //! a zero tensor, compares, converts and multiplies: four passes and three allocations).
 
-use super::contiguous_slice;
 use super::cpu::Element;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Elements per parallel piece: big enough to amortise scheduling, small enough to balance.
@@ -54,11 +53,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(forward(contiguous_slice(x, l, "relu")?)),
-            CpuStorage::F64(x) => CpuStorage::F64(forward(contiguous_slice(x, l, "relu")?)),
-            _ => bail!("relu: only f32 and f64 are supported"),
-        };
+        let y = super::dispatch1("relu", (s, l), forward, forward)?;
         Ok((y, l.shape().clone()))
     }
 
@@ -82,17 +77,7 @@ impl CustomOp2 for ReluBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let gx = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(backward(
-                contiguous_slice(y, l1, "relu")?,
-                contiguous_slice(g, l2, "relu")?,
-            )),
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(backward(
-                contiguous_slice(y, l1, "relu")?,
-                contiguous_slice(g, l2, "relu")?,
-            )),
-            _ => bail!("relu backward: only f32 and f64 tensors of one type are supported"),
-        };
+        let gx = super::dispatch2("relu backward", (s1, l1), (s2, l2), backward, backward)?;
         Ok((gx, l1.shape().clone()))
     }
 }
