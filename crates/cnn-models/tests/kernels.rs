@@ -436,6 +436,9 @@ fn batch_norm_train_matches_the_definition() {
         [6, 2, 1, 1],
         [3, 5, 8, 1],
         [32, 3, 2, 2],
+        // Planes longer than the kernel's 16 lanes and 256-value blocks, with remainders.
+        [2, 3, 17, 19],
+        [3, 2, 16, 32],
     ];
     for (k, dims) in shapes.into_iter().enumerate() {
         let len: usize = dims.iter().product();
@@ -482,7 +485,7 @@ fn batch_norm_train_matches_the_definition() {
 fn batch_norm_fused_with_relu_matches_the_chain_rule() {
     // d/dx Σ relu(bn(x))·r = the plain batch norm's gradient for r masked by bn(x) > 0.
     let mut rng = ChaCha8Rng::seed_from_u64(37);
-    for (k, dims) in [[2, 3, 5, 7], [4, 2, 3, 3], [32, 3, 2, 2]]
+    for (k, dims) in [[2, 3, 5, 7], [4, 2, 3, 3], [32, 3, 2, 2], [2, 3, 17, 19]]
         .into_iter()
         .enumerate()
     {

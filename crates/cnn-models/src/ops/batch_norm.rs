@@ -261,11 +261,9 @@ impl CustomOp3 for TrainOp {
             sums: Mutex::default(),
         };
         let gx = back.apply(x, gy, y)?;
-        let (sum_gy, sum_gy_x) = std::mem::take(&mut *back.sums.lock().unwrap());
-        // Σ gy·x̂ = inv_std · (Σ gy·x − mean · Σ gy)
-        let sum_gy_xhat = (0..mean.len())
-            .map(|c| inv_std[c] * (sum_gy_x[c] - mean[c] * sum_gy[c]))
-            .collect();
+        let (sum_gy, sum_gy_xc) = std::mem::take(&mut *back.sums.lock().unwrap());
+        // Σ gy·x̂ = inv_std · Σ gy·(x − mean)
+        let sum_gy_xhat = (0..mean.len()).map(|c| inv_std[c] * sum_gy_xc[c]).collect();
         let gw = match weight.track_op() {
             true => Some(channel_tensor(sum_gy_xhat, x)?),
             false => None,
@@ -353,7 +351,8 @@ enum Coefficients {
     Affine { scale: Vec<f64> },
 }
 
-/// (x, gy, y) -> gx, leaving `Σ gy` and `Σ gy·x` per channel in `sums` for the parameters.
+/// (x, gy, y) -> gx, leaving `Σ gy` and `Σ gy·(x − mean)` per channel in `sums` for the
+/// parameters.
 /// With `relu` the op's output `y` masks `gy` (the fused ReLU's backward); else `y` is unread.
 struct Backward {
     mean: Vec<f64>,
@@ -376,7 +375,7 @@ impl Backward {
 
     fn run<T: Element>(&self, p: Planes, x: &[T], gy: &[T], y: &[T]) -> Vec<T> {
         let mask = (self.relu, y);
-        let (sum_gy, sum_gy_x) = kernel::grad_sums(p, x, gy, mask);
+        let (sum_gy, sum_gy_xc) = kernel::grad_sums(p, x, gy, &self.mean, mask);
         let m = (p.n * p.hw) as f64;
         let gx = match &self.coefficients {
             Coefficients::Affine { scale } => {
@@ -387,7 +386,7 @@ impl Backward {
                 let (mut a, mut b, mut d) = (vec![0.0; p.c], vec![0.0; p.c], vec![0.0; p.c]);
                 for c in 0..p.c {
                     let k = gamma[c] * inv_std[c];
-                    let sum_gy_xhat = inv_std[c] * (sum_gy_x[c] - self.mean[c] * sum_gy[c]);
+                    let sum_gy_xhat = inv_std[c] * sum_gy_xc[c];
                     a[c] = k;
                     b[c] = -k * inv_std[c] * sum_gy_xhat / m;
                     d[c] = -k * sum_gy[c] / m;
@@ -395,7 +394,7 @@ impl Backward {
                 kernel::input_grad(p, gy, x, &self.mean, [&a, &b, &d], mask)
             }
         };
-        *self.sums.lock().unwrap() = (sum_gy, sum_gy_x);
+        *self.sums.lock().unwrap() = (sum_gy, sum_gy_xc);
         gx
     }
 }

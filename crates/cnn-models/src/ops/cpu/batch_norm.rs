@@ -26,22 +26,59 @@ fn per_channel<R: Send>(p: Planes, f: impl Fn(usize) -> R + Sync + Send) -> Vec<
     (0..p.c).into_par_iter().map(f).collect()
 }
 
+/// Values summed in `T` before their total joins a channel's f64 sum: short enough that f32
+/// loses nothing measurable, long enough that the loop runs in SIMD lanes. A single f64
+/// chain per channel was latency-bound (7 % of a ResNet18@64 training step).
+const BLOCK: usize = 256;
+/// Independent accumulators within a block, so the additions do not wait on each other.
+const LANES: usize = 16;
+
+/// `(Σ first, Σ second)` of `f(a[i], b[i], c[i])` over three equally long slices.
+#[inline(always)]
+fn paired_sums<T: Element>([a, b, c]: [&[T]; 3], f: impl Fn(T, T, T) -> (T, T)) -> (f64, f64) {
+    let (mut s, mut t) = (0f64, 0f64);
+    for ((a, b), c) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).zip(c.chunks(BLOCK)) {
+        let (mut ls, mut lt) = ([T::ZERO; LANES], [T::ZERO; LANES]);
+        let (a, b, c) = (
+            a.chunks_exact(LANES),
+            b.chunks_exact(LANES),
+            c.chunks_exact(LANES),
+        );
+        let rest = (a.remainder(), b.remainder(), c.remainder());
+        for ((a, b), c) in a.zip(b).zip(c) {
+            for i in 0..LANES {
+                let (u, v) = f(a[i], b[i], c[i]);
+                ls[i] += u;
+                lt[i] += v;
+            }
+        }
+        for i in 0..rest.0.len() {
+            let (u, v) = f(rest.0[i], rest.1[i], rest.2[i]);
+            ls[i] += u;
+            lt[i] += v;
+        }
+        s += ls.iter().map(|v| v.to_f64()).sum::<f64>();
+        t += lt.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    (s, t)
+}
+
 /// Mean and biased variance of each channel.
 pub(crate) fn channel_stats<T: Element>(p: Planes, x: &[T]) -> (Vec<f64>, Vec<f64>) {
     per_channel(p, |c| {
-        let shift = x[c * p.hw].to_f64();
+        let shift = x[c * p.hw];
         let (mut s, mut s2) = (0f64, 0f64);
         for n in 0..p.n {
             let plane = &x[(n * p.c + c) * p.hw..][..p.hw];
-            let (ps, ps2) = plane.iter().fold((0f64, 0f64), |(a, b), &v| {
-                let d = v.to_f64() - shift;
-                (a + d, b + d * d)
+            let (ps, ps2) = paired_sums([plane; 3], |v, _, _| {
+                let d = v - shift;
+                (d, d * d)
             });
             s += ps;
             s2 += ps2;
         }
         let m = s / p.count();
-        (shift + m, (s2 / p.count() - m * m).max(0.0))
+        (shift.to_f64() + m, (s2 / p.count() - m * m).max(0.0))
     })
     .into_iter()
     .unzip()
@@ -51,29 +88,32 @@ pub(crate) fn channel_stats<T: Element>(p: Planes, x: &[T]) -> (Vec<f64>, Vec<f6
 /// backward (no gradient at 0 or NaN).
 #[inline(always)]
 fn through_relu<T: Element>(relu: bool, g: T, y: T) -> T {
-    match (relu, y.partial_cmp(&T::ZERO)) {
-        (true, Some(std::cmp::Ordering::Greater)) | (false, _) => g,
-        (true, _) => T::ZERO,
+    // Not `y <= 0`: NaN outputs pass no gradient either.
+    if relu && y.partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
+        T::ZERO
+    } else {
+        g
     }
 }
 
-/// `Σ gy` and `Σ gy · x` of each channel; with `relu`, `gy` counts only where the fused
-/// ReLU's output `y` is positive.
+/// `Σ gy` and `Σ gy · (x - mean)` of each channel; with `relu`, `gy` counts only where the
+/// fused ReLU's output `y` is positive.
 pub(crate) fn grad_sums<T: Element>(
     p: Planes,
     x: &[T],
     gy: &[T],
+    mean: &[f64],
     (relu, y): (bool, &[T]),
 ) -> (Vec<f64>, Vec<f64>) {
     per_channel(p, |c| {
+        let m = T::from_f64(mean[c]);
         let (mut s, mut sx) = (0f64, 0f64);
         for n in 0..p.n {
             let at = (n * p.c + c) * p.hw;
-            let (x, gy, y) = (&x[at..][..p.hw], &gy[at..][..p.hw], &y[at..][..p.hw]);
-            let terms = x.iter().zip(gy).zip(y);
-            let (ps, psx) = terms.fold((0f64, 0f64), |(a, b), ((&x, &g), &y)| {
-                let g = through_relu(relu, g, y).to_f64();
-                (a + g, b + g * x.to_f64())
+            let planes = [&x[at..][..p.hw], &gy[at..][..p.hw], &y[at..][..p.hw]];
+            let (ps, psx) = paired_sums(planes, |x, g, y| {
+                let g = through_relu(relu, g, y);
+                (g, g * (x - m))
             });
             s += ps;
             sx += psx;
