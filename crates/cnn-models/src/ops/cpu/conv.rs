@@ -287,7 +287,7 @@ fn input_grad_share<T: Element>(
             };
             for j in 0..gi {
                 let img = &mut gx[x0 + j * g.in_image()..][..g.in_image()];
-                col2im(g, &dcol[j * ohw..], cols, img);
+                col2im(g, &mut dcol[j * ohw..], cols, img);
             }
             give(dcol);
         }

@@ -41,6 +41,12 @@ impl ConvGeom {
     pub fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
+    /// A stride-1 conv whose output is as large as its input (3x3 with padding 1): output
+    /// pixel `j` of kernel tap `(ky, kx)` reads input pixel `j + (ky - pad) * w + kx - pad`,
+    /// so each column-matrix row is one shifted copy of the plane.
+    fn is_same_size(&self) -> bool {
+        self.stride == 1 && self.oh == self.h && self.ow == self.w
+    }
 
     /// [`Self::valid`] for every kernel row and every kernel column, computed once per call:
     /// on 2x2 maps its divisions, redone per input channel, were half of im2col's time.
@@ -73,6 +79,9 @@ impl ConvGeom {
 pub(crate) fn im2col<T: Element>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usize) {
     let (hw, ow) = (g.h * g.w, g.ow);
     let (rows, cols) = g.valid_spans();
+    if g.is_same_size() {
+        return im2col_same_size(g, x, col, ld, (&rows, &cols));
+    }
     for ci in 0..g.cin {
         let plane = &x[ci * hw..(ci + 1) * hw];
         for (ky, &(oy_lo, oy_hi)) in rows.iter().enumerate() {
@@ -104,11 +113,75 @@ pub(crate) fn im2col<T: Element>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usize
     }
 }
 
+/// One kernel tap `(ky, kx)` of a same-size conv ([`ConvGeom::is_same_size`]): the shift
+/// `j -> j + shift` from output to input pixel, and the linear range `[lo, hi)` of output
+/// pixels from its first valid one to its last (fringe columns between them included;
+/// empty if none is valid).
+fn same_size_tap(g: &ConvGeom, (ky, kx): (usize, usize), ys: Span, xs: Span) -> (isize, Span) {
+    let pad = g.pad as isize;
+    let shift = (ky as isize - pad) * g.w as isize + kx as isize - pad;
+    let linear = match ys.0 < ys.1 && xs.0 < xs.1 {
+        true => (ys.0 * g.ow + xs.0, (ys.1 - 1) * g.ow + xs.1),
+        false => (0, 0),
+    };
+    (shift, linear)
+}
+
+/// Zeroes columns `[0, lo)` and `[hi, ow)` of output rows `ys` in a column-matrix row.
+#[inline(always)]
+fn zero_fringe<T: Element>(dst: &mut [T], ow: usize, ys: Span, (lo, hi): Span) {
+    for oy in ys.0..ys.1 {
+        let line = &mut dst[oy * ow..(oy + 1) * ow];
+        for v in &mut line[..lo] {
+            *v = T::ZERO;
+        }
+        for v in &mut line[hi..] {
+            *v = T::ZERO;
+        }
+    }
+}
+
+/// [`im2col`] for a same-size conv: one shifted copy per row, then zeros written over the
+/// padding's rows and fringe columns. On 8x8-16x16 maps the per-output-row copies and
+/// fills it replaces were mostly call overhead.
+fn im2col_same_size<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    col: &mut [T],
+    ld: usize,
+    spans: (&[Span], &[Span]),
+) {
+    let (hw, ow) = (g.h * g.w, g.ow);
+    let (rows, cols) = spans;
+    for ci in 0..g.cin {
+        let plane = &x[ci * hw..(ci + 1) * hw];
+        for (ky, &ys) in rows.iter().enumerate() {
+            for (kx, &xs) in cols.iter().enumerate() {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let dst = &mut col[row * ld..row * ld + g.ohw()];
+                let (shift, (lo, hi)) = same_size_tap(g, (ky, kx), ys, xs);
+                if lo == hi {
+                    dst.fill(T::ZERO);
+                    continue;
+                }
+                let src = (lo as isize + shift) as usize;
+                dst[lo..hi].copy_from_slice(&plane[src..src + (hi - lo)]);
+                dst[..ys.0 * ow].fill(T::ZERO);
+                dst[ys.1 * ow..].fill(T::ZERO);
+                zero_fringe(dst, ow, ys, xs);
+            }
+        }
+    }
+}
+
 /// Adds the column-matrix gradient `col` (rows `ld` apart) into image gradient `gx`, the
-/// adjoint of [`im2col`].
-pub(crate) fn col2im<T: Element>(g: &ConvGeom, col: &[T], ld: usize, gx: &mut [T]) {
+/// adjoint of [`im2col`]. `col` is scratch: a same-size conv zeroes its fringe columns.
+pub(crate) fn col2im<T: Element>(g: &ConvGeom, col: &mut [T], ld: usize, gx: &mut [T]) {
     let (hw, ow) = (g.h * g.w, g.ow);
     let (rows, cols) = g.valid_spans();
+    if g.is_same_size() {
+        return col2im_same_size(g, col, ld, gx, (&rows, &cols));
+    }
     for ci in 0..g.cin {
         let plane = &mut gx[ci * hw..(ci + 1) * hw];
         for (ky, &(oy_lo, oy_hi)) in rows.iter().enumerate() {
@@ -131,6 +204,37 @@ pub(crate) fn col2im<T: Element>(g: &ConvGeom, col: &[T], ld: usize, gx: &mut [T
                             plane[x0 + i * g.stride] += *v;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im`] for a same-size conv: the fringe columns of each row are zeroed, so that the
+/// whole linear range adds in one pass (a zero added leaves the gradient exact).
+fn col2im_same_size<T: Element>(
+    g: &ConvGeom,
+    col: &mut [T],
+    ld: usize,
+    gx: &mut [T],
+    spans: (&[Span], &[Span]),
+) {
+    let (hw, ow) = (g.h * g.w, g.ow);
+    let (rows, cols) = spans;
+    for ci in 0..g.cin {
+        let plane = &mut gx[ci * hw..(ci + 1) * hw];
+        for (ky, &ys) in rows.iter().enumerate() {
+            for (kx, &xs) in cols.iter().enumerate() {
+                let (shift, (lo, hi)) = same_size_tap(g, (ky, kx), ys, xs);
+                if lo == hi {
+                    continue;
+                }
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let src = &mut col[row * ld..row * ld + g.ohw()];
+                zero_fringe(src, ow, ys, xs);
+                let at = (lo as isize + shift) as usize;
+                for (d, v) in plane[at..at + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                    *d += *v;
                 }
             }
         }
