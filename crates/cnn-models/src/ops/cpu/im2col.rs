@@ -48,6 +48,36 @@ impl ConvGeom {
         self.stride == 1 && self.oh == self.h && self.ow == self.w
     }
 
+    /// Where some kernel taps only ever read padding (a 3x3 kernel over a 1x1 map touches
+    /// the input with its centre alone): the same conv with the kernel cut to the taps that
+    /// do, `[k0, k0 + kh) x [k0, k0 + kw)` of the original, and the padding reduced by `k0`.
+    /// The cut taps contribute exact zeros, so the result is unchanged while the GEMMs
+    /// shrink (9x for ResNet18's last stage at 32 px). `None` if every tap is live, or if
+    /// the live taps start at different offsets along the two axes (one padding serves both).
+    pub fn trimmed(&self) -> Option<(ConvGeom, usize)> {
+        let live = |k: usize, len: usize, out: usize| {
+            let alive: Vec<usize> = (0..k)
+                .filter(|&t| {
+                    let (lo, hi) = self.valid(t, len, out);
+                    lo < hi
+                })
+                .collect();
+            Some((*alive.first()?, *alive.last()? + 1))
+        };
+        let (y0, y1) = live(self.kh, self.h, self.oh)?;
+        let (x0, x1) = live(self.kw, self.w, self.ow)?;
+        let whole = (y0, y1, x0, x1) == (0, self.kh, 0, self.kw);
+        (!whole && y0 == x0).then(|| {
+            let g = ConvGeom {
+                kh: y1 - y0,
+                kw: x1 - x0,
+                pad: self.pad - y0,
+                ..*self
+            };
+            (g, y0)
+        })
+    }
+
     /// [`Self::valid`] for every kernel row and every kernel column, computed once per call:
     /// on 2x2 maps its divisions, redone per input channel, were half of im2col's time.
     fn valid_spans(&self) -> (Vec<Span>, Vec<Span>) {
@@ -238,5 +268,49 @@ fn col2im_same_size<T: Element>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConvGeom;
+
+    fn geom(size: usize, k: usize, stride: usize, pad: usize) -> ConvGeom {
+        let out = (size + 2 * pad - k) / stride + 1;
+        ConvGeom {
+            n: 2,
+            cin: 3,
+            h: size,
+            w: size,
+            cout: 4,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            oh: out,
+            ow: out,
+        }
+    }
+
+    /// (kernel, padding, first tap kept) of the trimmed conv, if any.
+    fn trim(g: ConvGeom) -> Option<(usize, usize, usize)> {
+        g.trimmed().map(|(t, k0)| {
+            assert_eq!((t.kh, t.oh, t.ow), (t.kw, g.oh, g.ow));
+            (t.kh, t.pad, k0)
+        })
+    }
+
+    #[test]
+    fn only_taps_that_read_padding_alone_are_cut() {
+        // ResNet18@32's last stage: 3x3 over 1x1 maps keeps its centre.
+        assert_eq!(trim(geom(1, 3, 1, 1)), Some((1, 0, 1)));
+        // Its downsampling 3x3, stride 2, 2x2 -> 1x1: the lower-right 2x2 taps.
+        assert_eq!(trim(geom(2, 3, 2, 1)), Some((2, 0, 1)));
+        // 7x7, padding 3 over 2x2 maps: rows oy + ky - 3 with oy < 2 hit 0..2 for ky 2..=4.
+        assert_eq!(trim(geom(2, 7, 1, 3)), Some((3, 1, 2)));
+        // Every tap reads some input: nothing to cut.
+        assert_eq!(trim(geom(2, 3, 1, 1)), None);
+        assert_eq!(trim(geom(56, 3, 1, 1)), None);
+        assert_eq!(trim(geom(5, 5, 2, 0)), None);
     }
 }
