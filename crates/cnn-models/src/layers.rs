@@ -162,22 +162,52 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     /// Train mode also moves the running statistics towards the batch's.
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
-        self.apply(x, pass, None)
+        self.apply(x, None, pass, None)
     }
 
     /// [`Self::forward`] then `nn.ReLU` (recorded in the trace as `relu_name`), computed as
     /// one op: no separate ReLU output or gradient tensor, one pass fewer each way.
     pub fn forward_relu(&self, x: &Tensor, pass: &Pass, relu_name: &str) -> Result<Tensor> {
-        self.apply(x, pass, Some(relu_name))
+        self.apply(x, None, pass, Some(relu_name))
     }
 
-    fn apply(&self, x: &Tensor, pass: &Pass, relu: Option<&str>) -> Result<Tensor> {
+    /// `relu(self.forward(x) + residual)`, a residual block's end (the ReLU recorded as
+    /// `relu_name`), as one op: no normalised or summed tensor is kept, forward or backward.
+    /// The BN's own row is not recorded: call [`Self::record`] where PyTorch's order has it.
+    pub fn forward_add_relu(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        pass: &Pass,
+        relu_name: &str,
+    ) -> Result<Tensor> {
+        self.apply(x, Some(residual), pass, Some(relu_name))
+    }
+
+    /// Records this layer's row in the pass's trace, with an output shaped like `like`.
+    pub(crate) fn record(&self, like: &Tensor, pass: &Pass) {
+        pass.record(
+            &self.name,
+            "BatchNorm2d",
+            like,
+            2 * self.weight.elem_count(),
+        );
+    }
+
+    fn apply(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        pass: &Pass,
+        relu: Option<&str>,
+    ) -> Result<Tensor> {
         let y = if pass.is_train() {
-            let train = match relu {
-                Some(_) => ops::batch_norm_relu_train,
-                None => ops::batch_norm_train,
+            let (w, b, eps) = (&self.weight, &self.bias, self.eps);
+            let (y, stats) = match (residual, relu) {
+                (Some(r), _) => ops::batch_norm_add_relu_train(x, w, b, r, eps)?,
+                (None, Some(_)) => ops::batch_norm_relu_train(x, w, b, eps)?,
+                (None, None) => ops::batch_norm_train(x, w, b, eps)?,
             };
-            let (y, stats) = train(x, &self.weight, &self.bias, self.eps)?;
             let m = self.momentum;
             let blend = |old: &Var, new: &Tensor| -> Result<()> {
                 old.set(&((old.as_tensor() * (1.0 - m))? + (new * m)?)?)
@@ -186,20 +216,20 @@ impl BatchNorm2d {
             blend(&self.running_var, &stats.unbiased_var)?;
             y
         } else {
-            let eval = match relu {
-                Some(_) => ops::batch_norm_relu_eval,
-                None => ops::batch_norm_eval,
-            };
-            eval(
-                x,
-                &pass.param(&self.weight),
-                &pass.param(&self.bias),
+            let (w, b) = (&pass.param(&self.weight), &pass.param(&self.bias));
+            let (rm, rv) = (
                 &pass.param(&self.running_mean),
                 &pass.param(&self.running_var),
-                self.eps,
-            )?
+            );
+            match (residual, relu) {
+                (Some(r), _) => ops::batch_norm_add_relu_eval(x, w, b, rm, rv, r, self.eps)?,
+                (None, Some(_)) => ops::batch_norm_relu_eval(x, w, b, rm, rv, self.eps)?,
+                (None, None) => ops::batch_norm_eval(x, w, b, rm, rv, self.eps)?,
+            }
         };
-        pass.record(&self.name, "BatchNorm2d", &y, 2 * self.weight.elem_count());
+        if residual.is_none() {
+            self.record(&y, pass);
+        }
         if let Some(name) = relu {
             pass.record(name, "ReLU", &y, 0);
         }

@@ -83,12 +83,15 @@ impl BasicBlock {
         let y = self
             .bn1
             .forward_relu(&self.conv1.forward(x, pass)?, pass, &relu_name)?;
-        let y = self.bn2.forward(&self.conv2.forward(&y, pass)?, pass)?;
+        let z = self.conv2.forward(&y, pass)?;
+        // bn2 runs fused with the residual add and ReLU below; its trace row goes here, in
+        // PyTorch's order (before the shortcut's layers).
+        self.bn2.record(&z, pass);
         let shortcut = match &self.downsample {
             Some((conv, bn)) => bn.forward(&conv.forward(x, pass)?, pass)?,
             None => x.clone(),
         };
-        let y = layers::relu(&(y + shortcut)?, &relu_name, pass)?;
+        let y = self.bn2.forward_add_relu(&z, &shortcut, pass, &relu_name)?;
         pass.record(&self.name, "BasicBlock", &y, 0);
         Ok(y)
     }

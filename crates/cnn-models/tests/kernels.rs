@@ -567,6 +567,90 @@ fn batch_norm_fused_with_relu_matches_the_chain_rule() {
 }
 
 #[test]
+fn batch_norm_fused_with_a_residual_and_relu_matches_the_ops_it_replaces() {
+    // relu(bn(x) + residual) as one op against batch norm, candle's add and a ReLU, in
+    // train and eval mode: outputs, running statistics and all four gradients.
+    let mut rng = ChaCha8Rng::seed_from_u64(43);
+    for (k, dims) in [[2, 3, 5, 7], [2, 3, 17, 19]].into_iter().enumerate() {
+        let len: usize = dims.iter().product();
+        let c = dims[1];
+        let var = |v: Vec<f64>, shape: &[usize]| {
+            Var::from_tensor(&tensor(&v, shape, DType::F64)).unwrap()
+        };
+        let xv = var(random_vec(len, &mut rng), &dims);
+        let rv = var(random_vec(len, &mut rng), &dims);
+        let wv = var(random_vec(c, &mut rng), &[c]);
+        let bv = var(random_vec(c, &mut rng), &[c]);
+        let upstream = tensor(&random_vec(len, &mut rng), &dims, DType::F64);
+        let running_mean = tensor(&random_vec(c, &mut rng), &[c], DType::F64);
+        let running_var: Vec<f64> = random_vec(c, &mut rng)
+            .iter()
+            .map(|v| 0.5 + v.abs())
+            .collect();
+        let running_var = tensor(&running_var, &[c], DType::F64);
+        let (x, r, w, b) = (
+            xv.as_tensor(),
+            rv.as_tensor(),
+            wv.as_tensor(),
+            bv.as_tensor(),
+        );
+        let (rm, rvar) = (&running_mean, &running_var);
+        let run = |train: bool, fused: bool| {
+            let (y, stats) = match (train, fused) {
+                (true, true) => {
+                    let (y, s) = ops::batch_norm_add_relu_train(x, w, b, r, 1e-5).unwrap();
+                    (y, Some(s))
+                }
+                (true, false) => {
+                    let (y, s) = ops::batch_norm_train(x, w, b, 1e-5).unwrap();
+                    (ops::relu(&(y + r).unwrap()).unwrap(), Some(s))
+                }
+                (false, true) => {
+                    let y = ops::batch_norm_add_relu_eval(x, w, b, rm, rvar, r, 1e-5).unwrap();
+                    (y, None)
+                }
+                (false, false) => {
+                    let y = ops::batch_norm_eval(x, w, b, rm, rvar, 1e-5).unwrap();
+                    (ops::relu(&(y + r).unwrap()).unwrap(), None)
+                }
+            };
+            let g = (&y * &upstream)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let mut out = vec![values(&y)];
+            out.extend([x, w, b, r].map(|v| values(g.get(v).unwrap())));
+            if let Some(s) = stats {
+                out.extend([values(&s.mean), values(&s.unbiased_var)]);
+            }
+            out
+        };
+        let names = [
+            "output",
+            "input grad",
+            "weight grad",
+            "bias grad",
+            "residual grad",
+            "mean",
+            "var",
+        ];
+        for train in [true, false] {
+            let (got, want) = (run(train, true), run(train, false));
+            assert_eq!(got.len(), want.len());
+            for ((got, want), what) in got.iter().zip(&want).zip(names) {
+                let err = relative_error(got, want);
+                assert!(
+                    err < 1e-12,
+                    "case {k} {dims:?} train={train} {what}: {err:.2e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn batch_norm_eval_matches_the_definition() {
     let mut rng = ChaCha8Rng::seed_from_u64(41);
     let dims = [3, 4, 5, 3];

@@ -29,7 +29,7 @@ pub fn batch_norm_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, BatchNormStats)> {
-    train(x, weight, bias, eps, false)
+    train(x, weight, bias, eps, (None, false))
 }
 
 /// [`batch_norm_train`] followed by a ReLU, as one op on the CPU: its backward masks the
@@ -40,7 +40,19 @@ pub fn batch_norm_relu_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, BatchNormStats)> {
-    train(x, weight, bias, eps, true)
+    train(x, weight, bias, eps, (None, true))
+}
+
+/// `relu(batch_norm_train(x) + residual)`, a ResNet block's end, as one op on the CPU: no
+/// separate normalised, summed or ReLU'd tensor exists, forward or backward.
+pub fn batch_norm_add_relu_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BatchNormStats)> {
+    train(x, weight, bias, eps, (Some(residual), true))
 }
 
 fn train(
@@ -48,18 +60,27 @@ fn train(
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-    relu: bool,
+    (residual, relu): (Option<&Tensor>, bool),
 ) -> Result<(Tensor, BatchNormStats)> {
     let (n, c, h, w) = x.dims4()?;
     let count = n * h * w;
     if count < 2 {
         bail!("batch_norm: expected more than 1 value per channel when training, got input {n}x{c}x{h}x{w}")
     }
+    if let Some(r) = residual {
+        if r.dims() != x.dims() {
+            bail!(
+                "batch_norm: residual of shape {:?} for input {:?}",
+                r.dims(),
+                x.dims()
+            )
+        }
+    }
     let (y, mean, var) = if fused(x, weight) {
-        train_fused(x, weight, bias, eps, relu)?
+        train_fused(x, weight, bias, eps, (residual, relu))?
     } else {
         let (y, mean, var) = train_composed(x, weight, bias, eps)?;
-        (then_relu(y, relu)?, mean, var)
+        (then_add_relu(y, residual, relu)?, mean, var)
     };
     let stats = BatchNormStats {
         mean: mean.detach().flatten_all()?,
@@ -68,8 +89,12 @@ fn train(
     Ok((y, stats))
 }
 
-/// `relu(y)` when asked (the composed paths).
-fn then_relu(y: Tensor, relu: bool) -> Result<Tensor> {
+/// `y + residual`, then `relu` of it, as asked (the composed paths).
+fn then_add_relu(y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    let y = match residual {
+        Some(r) => (y + r)?,
+        None => y,
+    };
     if relu {
         super::relu(&y)
     } else {
@@ -112,7 +137,12 @@ pub fn batch_norm_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    eval(x, [weight, bias, running_mean, running_var], eps, false)
+    eval(
+        x,
+        [weight, bias, running_mean, running_var],
+        eps,
+        (None, false),
+    )
 }
 
 /// [`batch_norm_eval`] followed by a ReLU, as one op on the CPU.
@@ -124,30 +154,80 @@ pub fn batch_norm_relu_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    eval(x, [weight, bias, running_mean, running_var], eps, true)
+    eval(
+        x,
+        [weight, bias, running_mean, running_var],
+        eps,
+        (None, true),
+    )
+}
+
+/// `relu(batch_norm_eval(x) + residual)`, as one op on the CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_add_relu_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    residual: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    if residual.dims() != x.dims() {
+        bail!(
+            "batch_norm: residual of shape {:?} for input {:?}",
+            residual.dims(),
+            x.dims()
+        )
+    }
+    let params = [weight, bias, running_mean, running_var];
+    eval(x, params, eps, (Some(residual), true))
 }
 
 fn eval(
     x: &Tensor,
     [weight, bias, running_mean, running_var]: [&Tensor; 4],
     eps: f64,
-    relu: bool,
+    (residual, relu): (Option<&Tensor>, bool),
 ) -> Result<Tensor> {
     let scale = (running_var + eps)?.sqrt()?.recip()?.mul(weight)?;
     let shift = bias.sub(&running_mean.mul(&scale)?)?;
     if fused(x, weight) {
         // Per-channel affine map as one op; the small per-channel math above stays
         // differentiable through candle, so weight and bias still get their gradients.
-        x.contiguous()?.apply_op3(
-            &scale.contiguous()?,
-            &shift.contiguous()?,
-            ChannelAffine { relu },
-        )
+        let op = ChannelAffine {
+            relu,
+            residual: residual.is_some(),
+        };
+        let x = x.contiguous()?;
+        match residual {
+            Some(r) => {
+                let scale_shift = Tensor::cat(&[&scale, &shift], 0)?;
+                x.apply_op3(&scale_shift, &r.contiguous()?, op)
+            }
+            None => x.apply_op3(&scale.contiguous()?, &shift.contiguous()?, op),
+        }
     } else {
         let y = x
             .broadcast_mul(&channel_view(&scale)?)?
             .broadcast_add(&channel_view(&shift)?)?;
-        then_relu(y, relu)
+        then_add_relu(y, residual, relu)
+    }
+}
+
+/// The per-channel pair `(a, b)` and the residual among a fused op's 2nd and 3rd inputs:
+/// `(a, b, None)` as given, or with a residual, `a` and `b` as halves of the 2nd.
+fn split_inputs<'a, T>(
+    residual: bool,
+    s2: &'a [T],
+    s3: &'a [T],
+) -> (&'a [T], &'a [T], Option<&'a [T]>) {
+    match residual {
+        true => {
+            let (a, b) = s2.split_at(s2.len() / 2);
+            (a, b, Some(s3))
+        }
+        false => (s2, s3, None),
     }
 }
 
@@ -172,20 +252,25 @@ fn train_fused(
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-    relu: bool,
+    (residual, relu): (Option<&Tensor>, bool),
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let saved = Arc::new(Mutex::new(Saved::default()));
     let op = TrainOp {
         eps,
         relu,
+        residual: residual.is_some(),
         saved: saved.clone(),
     };
-    let y = x
-        .contiguous()?
-        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let x = x.contiguous()?;
+    let y = match residual {
+        // Three inputs at most: weight and bias travel as one (cat's backward splits
+        // their gradient).
+        Some(r) => x.apply_op3(&Tensor::cat(&[weight, bias], 0)?, &r.contiguous()?, op)?,
+        None => x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?,
+    };
     let saved = saved.lock().unwrap();
-    let mean = channel_tensor(saved.mean.clone(), x)?;
-    Ok((y, mean, channel_tensor(saved.var.clone(), x)?))
+    let mean = channel_tensor(saved.mean.clone(), &x)?;
+    Ok((y, mean, channel_tensor(saved.var.clone(), &x)?))
 }
 
 /// Batch statistics the forward pass found, kept for the backward pass.
@@ -195,10 +280,12 @@ struct Saved {
     var: Vec<f64>,
 }
 
-/// (x, weight, bias) -> y with the batch's statistics (then ReLU'd with `relu`).
+/// (x, weight, bias) -> y with the batch's statistics (then ReLU'd with `relu`); with
+/// `residual`, (x, [weight | bias], residual) -> y with the residual added before the ReLU.
 struct TrainOp {
     eps: f64,
     relu: bool,
+    residual: bool,
     saved: Arc<Mutex<Saved>>,
 }
 
@@ -217,7 +304,8 @@ impl CustomOp3 for TrainOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1)?;
-        fn run<T: Element>(op: &TrainOp, p: Planes, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
+        fn run<T: Element>(op: &TrainOp, p: Planes, x: &[T], s2: &[T], s3: &[T]) -> Vec<T> {
+            let (w, b, residual) = split_inputs(op.residual, s2, s3);
             let (w, b) = (to_f64(w), to_f64(b));
             let (mean, var) = kernel::channel_stats(p, x);
             let scale: Vec<f64> = var
@@ -225,7 +313,7 @@ impl CustomOp3 for TrainOp {
                 .zip(&w)
                 .map(|(v, w)| w / (v + op.eps).sqrt())
                 .collect();
-            let y = kernel::normalise(p, x, &mean, &scale, &b, op.relu);
+            let y = kernel::normalise(p, x, &mean, &scale, &b, (residual, op.relu));
             *op.saved.lock().unwrap() = Saved { mean, var };
             y
         }
@@ -243,42 +331,83 @@ impl CustomOp3 for TrainOp {
     fn bwd(
         &self,
         x: &Tensor,
-        weight: &Tensor,
-        bias: &Tensor,
+        s2: &Tensor,
+        s3: &Tensor,
         y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Saved { mean, var } = self.saved.lock().unwrap().clone();
-        let gamma: Vec<f64> = weight.to_dtype(DType::F64)?.to_vec1()?;
+        let gamma: Vec<f64> = s2.to_dtype(DType::F64)?.to_vec1()?[..mean.len()].to_vec();
         let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let (g, relu) = gradient_past_add_relu(self.residual, self.relu, y, gy)?;
         let back = Backward {
-            mean: mean.clone(),
+            mean,
             coefficients: Coefficients::Train {
                 gamma,
                 inv_std: inv_std.clone(),
             },
-            relu: self.relu,
+            relu,
             sums: Mutex::default(),
         };
-        let gx = back.apply(x, gy, y)?;
+        let gx = back.apply(x, &g, y)?;
         let (sum_gy, sum_gy_xc) = std::mem::take(&mut *back.sums.lock().unwrap());
         // Σ gy·x̂ = inv_std · Σ gy·(x − mean)
-        let sum_gy_xhat = (0..mean.len()).map(|c| inv_std[c] * sum_gy_xc[c]).collect();
-        let gw = match weight.track_op() {
-            true => Some(channel_tensor(sum_gy_xhat, x)?),
-            false => None,
-        };
-        let gb = match bias.track_op() {
-            true => Some(channel_tensor(sum_gy, x)?),
-            false => None,
-        };
-        Ok((x.track_op().then_some(gx), gw, gb))
+        let sum_gy_xhat = (0..inv_std.len())
+            .map(|c| inv_std[c] * sum_gy_xc[c])
+            .collect();
+        let (g2, g3) = param_grads(self.residual, (s2, s3), (sum_gy_xhat, sum_gy), g, x)?;
+        Ok((x.track_op().then_some(gx), g2, g3))
     }
 }
 
-/// (x, scale, shift) -> x * scale[c] + shift[c] (then ReLU'd with `relu`): eval mode's map.
+/// The gradient that reaches the normalisation, and whether the BN backward must still
+/// mask it by the fused ReLU's output. With a residual the masked gradient is made here,
+/// once: it is also the residual's gradient.
+fn gradient_past_add_relu(
+    residual: bool,
+    relu: bool,
+    y: &Tensor,
+    gy: &Tensor,
+) -> Result<(Tensor, bool)> {
+    Ok(match (residual, relu) {
+        (true, true) => (super::relu::relu_grad(y, gy)?, false),
+        (true, false) => (gy.clone(), false),
+        (false, relu) => (gy.clone(), relu),
+    })
+}
+
+/// The gradients of a fused op's 2nd and 3rd inputs from the per-channel sums: (weight,
+/// bias), or with a residual ([weight | bias], the residual's gradient `g`); `None` for
+/// inputs that do not track gradients.
+fn param_grads(
+    residual: bool,
+    (s2, s3): (&Tensor, &Tensor),
+    (ga, gb): (Vec<f64>, Vec<f64>),
+    g: Tensor,
+    x: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let channels = |v: Vec<f64>| -> Result<Tensor> {
+        let len = v.len();
+        Tensor::from_vec(v, len, x.device())?.to_dtype(x.dtype())
+    };
+    if residual {
+        let both = s2
+            .track_op()
+            .then(|| channels([ga, gb].concat()))
+            .transpose()?;
+        Ok((both, s3.track_op().then_some(g)))
+    } else {
+        let ga = s2.track_op().then(|| channels(ga)).transpose()?;
+        let gb = s3.track_op().then(|| channels(gb)).transpose()?;
+        Ok((ga, gb))
+    }
+}
+
+/// (x, scale, shift) -> x * scale[c] + shift[c] (then ReLU'd with `relu`): eval mode's map;
+/// with `residual`, (x, [scale | shift], residual) -> the same plus the residual before the ReLU.
 struct ChannelAffine {
     relu: bool,
+    residual: bool,
 }
 
 impl CustomOp3 for ChannelAffine {
@@ -296,18 +425,18 @@ impl CustomOp3 for ChannelAffine {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(l1)?;
-        fn run<T: Element>(p: Planes, relu: bool, x: &[T], a: &[T], b: &[T]) -> Vec<T> {
+        fn run<T: Element>(op: &ChannelAffine, p: Planes, x: &[T], s2: &[T], s3: &[T]) -> Vec<T> {
+            let (a, b, residual) = split_inputs(op.residual, s2, s3);
             let zero = vec![0.0; p.c];
-            kernel::normalise(p, x, &zero, &to_f64(a), &to_f64(b), relu)
+            kernel::normalise(p, x, &zero, &to_f64(a), &to_f64(b), (residual, op.relu))
         }
-        let relu = self.relu;
         let y = dispatch3(
             "batch_norm",
             (s1, l1),
             (s2, l2),
             (s3, l3),
-            |x, a, b| run(p, relu, x, a, b),
-            |x, a, b| run(p, relu, x, a, b),
+            |x, a, b| run(self, p, x, a, b),
+            |x, a, b| run(self, p, x, a, b),
         )?;
         Ok((y, l1.shape().clone()))
     }
@@ -315,31 +444,25 @@ impl CustomOp3 for ChannelAffine {
     fn bwd(
         &self,
         x: &Tensor,
-        scale: &Tensor,
-        shift: &Tensor,
+        s2: &Tensor,
+        s3: &Tensor,
         y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let c = scale.elem_count();
+        let c = x.dim(1)?;
+        let (g, relu) = gradient_past_add_relu(self.residual, self.relu, y, gy)?;
         let back = Backward {
             mean: vec![0.0; c],
             coefficients: Coefficients::Affine {
-                scale: scale.to_dtype(DType::F64)?.to_vec1()?,
+                scale: s2.to_dtype(DType::F64)?.to_vec1()?[..c].to_vec(),
             },
-            relu: self.relu,
+            relu,
             sums: Mutex::default(),
         };
-        let gx = back.apply(x, gy, y)?;
+        let gx = back.apply(x, &g, y)?;
         let (sum_gy, sum_gy_x) = std::mem::take(&mut *back.sums.lock().unwrap());
-        let gscale = match scale.track_op() {
-            true => Some(channel_tensor(sum_gy_x, x)?),
-            false => None,
-        };
-        let gshift = match shift.track_op() {
-            true => Some(channel_tensor(sum_gy, x)?),
-            false => None,
-        };
-        Ok((x.track_op().then_some(gx), gscale, gshift))
+        let (g2, g3) = param_grads(self.residual, (s2, s3), (sum_gy_x, sum_gy), g, x)?;
+        Ok((x.track_op().then_some(gx), g2, g3))
     }
 }
 

@@ -19,7 +19,8 @@ mod relu;
 
 pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_bounds};
 pub use batch_norm::{
-    batch_norm_eval, batch_norm_relu_eval, batch_norm_relu_train, batch_norm_train, BatchNormStats,
+    batch_norm_add_relu_eval, batch_norm_add_relu_train, batch_norm_eval, batch_norm_relu_eval,
+    batch_norm_relu_train, batch_norm_train, BatchNormStats,
 };
 pub use conv::{conv2d_input_grad, conv2d_weight_grad};
 pub use dropout::{dropout, dropout_mask};

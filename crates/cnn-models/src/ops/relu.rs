@@ -58,8 +58,15 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2_no_bwd(&gy.contiguous()?, &ReluBackward)?))
+        Ok(Some(relu_grad(y, gy)?))
     }
+}
+
+/// The input gradient of a ReLU (or an op ending in one) from its output `y` and output
+/// gradient `gy`, on the CPU.
+pub(crate) fn relu_grad(y: &Tensor, gy: &Tensor) -> Result<Tensor> {
+    y.contiguous()?
+        .apply_op2_no_bwd(&gy.contiguous()?, &ReluBackward)
 }
 
 /// (output, output gradient) -> input gradient.

@@ -138,25 +138,34 @@ fn map_planes<T: Element>(
     out
 }
 
-/// `y = (x - mean[c]) * scale[c] + shift[c]`, then `max(y, 0)` with `relu` (NaN kept): the
-/// forward pass in train and eval mode.
+/// `y = (x - mean[c]) * scale[c] + shift[c]`, plus the `residual` if given, then
+/// `max(y, 0)` with `relu` (NaN kept): the forward pass in train and eval mode.
 pub(crate) fn normalise<T: Element>(
     p: Planes,
     x: &[T],
     mean: &[f64],
     scale: &[f64],
     shift: &[f64],
-    relu: bool,
+    (residual, relu): (Option<&[T]>, bool),
 ) -> Vec<T> {
-    map_planes(p, [x, x, x], |c, out, [x, _, _]| {
+    let clamp = move |y: T| if relu && y < T::ZERO { T::ZERO } else { y };
+    map_planes(p, [x, residual.unwrap_or(x), x], |c, out, [x, r, _]| {
         let (m, a, b) = (
             T::from_f64(mean[c]),
             T::from_f64(scale[c]),
             T::from_f64(shift[c]),
         );
-        for (o, &x) in out.iter_mut().zip(x) {
-            let y = (x - m) * a + b;
-            *o = if relu && y < T::ZERO { T::ZERO } else { y };
+        match residual {
+            Some(_) => {
+                for ((o, &x), &r) in out.iter_mut().zip(x).zip(r) {
+                    *o = clamp((x - m) * a + b + r);
+                }
+            }
+            None => {
+                for (o, &x) in out.iter_mut().zip(x) {
+                    *o = clamp((x - m) * a + b);
+                }
+            }
         }
     })
 }
