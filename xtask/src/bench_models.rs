@@ -142,8 +142,9 @@ impl Baseline {
 enum Malloc {
     /// glibc's defaults.
     Default,
-    /// Keep freed memory for reuse: no mmap per large block, no trimming of the heap, so
-    /// steady-state steps touch few fresh pages (each costs ~15x a reused one on this VM).
+    /// Keep freed memory for reuse: no mmap per large block, no trimming of the heap, one
+    /// arena for all threads (as `cnn_train::tune_for_training`), so steady-state steps
+    /// touch few fresh pages (each costs ~15x a reused one on this VM).
     Tuned,
 }
 
@@ -155,6 +156,7 @@ impl Malloc {
                 ("MALLOC_MMAP_MAX_", "0"),
                 ("MALLOC_TRIM_THRESHOLD_", "17179869184"),
                 ("MALLOC_TOP_PAD_", "268435456"),
+                ("MALLOC_ARENA_MAX", "1"),
             ],
         }
     }
@@ -170,7 +172,9 @@ pub fn run(args: &[String]) -> Result<()> {
         Err(e) => e.exit(),
     };
     if let Some(row) = &args.worker {
-        return worker(&args, &Row::parse(row)?);
+        // On a pool thread, as cnn-train runs its steps, so that this thread computes too.
+        let row = Row::parse(row)?;
+        return cnn_train::on_compute_pool(None, || worker(&args, &row))?;
     }
     if args.conv {
         return conv_layers(&args);

@@ -1,7 +1,7 @@
 //! Evaluation in eval mode: mean loss, accuracy, and the confusion matrix (per-class accuracy).
 
 use crate::data::{batches, to_tensors};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use candle_core::{DType, Device};
 use cnn_data::Loader;
 use cnn_models::{Model, Pass};
@@ -36,6 +36,17 @@ impl Evaluation {
 
 /// Runs `model` in eval mode over every batch of `loader`.
 pub fn evaluate(
+    model: &Model,
+    loader: &Loader,
+    device: &Device,
+    num_classes: usize,
+) -> Result<Evaluation> {
+    crate::on_compute_pool(None, || evaluate_here(model, loader, device, num_classes))
+        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?
+}
+
+/// [`evaluate`] on the calling thread.
+fn evaluate_here(
     model: &Model,
     loader: &Loader,
     device: &Device,

@@ -137,14 +137,8 @@ pub fn fit(
             data.classes.len()
         )));
     }
-    match cfg.threads {
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?
-            .install(|| run(cfg, model, data, start, stop, on_event)),
-        None => run(cfg, model, data, start, stop, on_event),
-    }
+    crate::on_compute_pool(cfg.threads, || run(cfg, model, data, start, stop, on_event))
+        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?
 }
 
 fn run(

@@ -47,4 +47,4 @@ pub use metrics::{write_metrics, EpochRecord, Timing};
 pub use optim::{Optimizer, OptimizerState};
 pub use run::{open_run, top_k, Guess, TrainedRun};
 pub use schedule::{Schedule, Warmup};
-pub use tuning::tune_for_training;
+pub use tuning::{on_compute_pool, tune_for_training};
