@@ -627,6 +627,20 @@ fn batch_norm_fused_with_a_residual_and_relu_matches_the_ops_it_replaces() {
             }
             out
         };
+        // A residual of another shape is refused, naming both shapes.
+        let wrong = tensor(
+            &random_vec(len, &mut rng),
+            &[dims[0], c, dims[3], dims[2]],
+            DType::F64,
+        );
+        let err = ops::batch_norm_add_relu_train(x, w, b, &wrong, 1e-5)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("residual of shape"), "{err}");
+        let err = ops::batch_norm_add_relu_eval(x, w, b, rm, rvar, &wrong, 1e-5)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("residual of shape"), "{err}");
         let names = [
             "output",
             "input grad",

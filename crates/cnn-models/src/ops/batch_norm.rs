@@ -68,13 +68,7 @@ fn train(
         bail!("batch_norm: expected more than 1 value per channel when training, got input {n}x{c}x{h}x{w}")
     }
     if let Some(r) = residual {
-        if r.dims() != x.dims() {
-            bail!(
-                "batch_norm: residual of shape {:?} for input {:?}",
-                r.dims(),
-                x.dims()
-            )
-        }
+        check_residual(x, r)?;
     }
     let (y, mean, var) = if fused(x, weight) {
         train_fused(x, weight, bias, eps, (residual, relu))?
@@ -87,6 +81,18 @@ fn train(
         unbiased_var: (var.detach().flatten_all()? * (count as f64 / (count - 1) as f64))?,
     };
     Ok((y, stats))
+}
+
+/// A residual must match the input's shape exactly (no broadcasting).
+fn check_residual(x: &Tensor, residual: &Tensor) -> Result<()> {
+    if residual.dims() != x.dims() {
+        bail!(
+            "batch_norm: residual of shape {:?} for input {:?}",
+            residual.dims(),
+            x.dims()
+        )
+    }
+    Ok(())
 }
 
 /// `y + residual`, then `relu` of it, as asked (the composed paths).
@@ -173,13 +179,7 @@ pub fn batch_norm_add_relu_eval(
     residual: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    if residual.dims() != x.dims() {
-        bail!(
-            "batch_norm: residual of shape {:?} for input {:?}",
-            residual.dims(),
-            x.dims()
-        )
-    }
+    check_residual(x, residual)?;
     let params = [weight, bias, running_mean, running_var];
     eval(x, params, eps, (Some(residual), true))
 }
@@ -241,9 +241,10 @@ fn to_f64<T: Element>(data: &[T]) -> Vec<f64> {
     data.iter().map(|v| v.to_f64()).collect()
 }
 
-/// A per-channel vector as a tensor of `like`'s type and device.
+/// A per-channel vector (or several side by side) as a tensor of `like`'s type and device.
 fn channel_tensor(v: Vec<f64>, like: &Tensor) -> Result<Tensor> {
-    Tensor::from_vec(v, like.dim(1)?, like.device())?.to_dtype(like.dtype())
+    let len = v.len();
+    Tensor::from_vec(v, len, like.device())?.to_dtype(like.dtype())
 }
 
 /// Train mode on the CPU: one op whose backward is one fused op too.
@@ -386,10 +387,7 @@ fn param_grads(
     g: Tensor,
     x: &Tensor,
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let channels = |v: Vec<f64>| -> Result<Tensor> {
-        let len = v.len();
-        Tensor::from_vec(v, len, x.device())?.to_dtype(x.dtype())
-    };
+    let channels = |v: Vec<f64>| channel_tensor(v, x);
     if residual {
         let both = s2
             .track_op()
