@@ -105,6 +105,8 @@ enum Baseline {
     GemmSplit,
     /// All ours, but every convolution through im2col + GEMM (no Winograd).
     NoWinograd,
+    /// All ours, but the portable loops instead of the hand-written AVX-512 code.
+    NoSimd,
 }
 
 impl Baseline {
@@ -132,6 +134,10 @@ impl Baseline {
             },
             Baseline::NoWinograd => CpuKernels {
                 winograd: false,
+                ..CpuKernels::default()
+            },
+            Baseline::NoSimd => CpuKernels {
+                simd: false,
                 ..CpuKernels::default()
             },
         }
@@ -353,6 +359,7 @@ fn kernels_name(k: Baseline) -> &'static str {
         Baseline::ConvBnRelu => "conv-bn-relu",
         Baseline::GemmSplit => "gemm-split",
         Baseline::NoWinograd => "no-winograd",
+        Baseline::NoSimd => "no-simd",
     }
 }
 

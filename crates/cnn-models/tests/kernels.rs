@@ -257,6 +257,20 @@ fn conv_with_the_gemm_split_across_threads_matches_too() {
 }
 
 #[test]
+fn conv_with_the_portable_loops_instead_of_simd_matches_too() {
+    // The other f32 Winograd input transform: the tests above run the AVX-512 one where the
+    // CPU has it. Process-wide, but both are correct, so tests running meanwhile pass.
+    ops::set_cpu_kernels(CpuKernels {
+        simd: false,
+        ..CpuKernels::default()
+    });
+    for (i, &c) in CASES.iter().enumerate() {
+        check(c, 70 + i as u64, DType::F32);
+    }
+    ops::set_cpu_kernels(CpuKernels::default());
+}
+
+#[test]
 fn conv_bias_is_added_per_output_channel() {
     let c = case(2, 3, (6, 5), 4, (3, 3), 2, 1);
     let mut rng = ChaCha8Rng::seed_from_u64(7);

@@ -18,6 +18,8 @@ pub struct CpuKernels {
     pub relu: bool,
     /// Linear layers as one op with GEMMs into contiguous gradients (false: candle's matmul).
     pub linear: bool,
+    /// Hand-written AVX-512 code where the CPU has it (false: the portable loops).
+    pub simd: bool,
 }
 
 impl Default for CpuKernels {
@@ -29,6 +31,7 @@ impl Default for CpuKernels {
             winograd: true,
             relu: true,
             linear: true,
+            simd: true,
         }
     }
 }
@@ -43,6 +46,7 @@ impl CpuKernels {
             winograd: false,
             relu: false,
             linear: false,
+            simd: false,
         }
     }
 }
@@ -53,8 +57,9 @@ const SPLIT_CONV_BATCH: u8 = 4;
 const RELU: u8 = 8;
 const LINEAR: u8 = 16;
 const WINOGRAD: u8 = 32;
+const SIMD: u8 = 64;
 static CHOICE: AtomicU8 =
-    AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR | WINOGRAD);
+    AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR | WINOGRAD | SIMD);
 
 /// Sets the kernels later calls use, process-wide.
 pub fn set_cpu_kernels(k: CpuKernels) {
@@ -65,6 +70,7 @@ pub fn set_cpu_kernels(k: CpuKernels) {
         (k.relu, RELU),
         (k.linear, LINEAR),
         (k.winograd, WINOGRAD),
+        (k.simd, SIMD),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -82,6 +88,7 @@ pub fn cpu_kernels() -> CpuKernels {
         relu: bits & RELU != 0,
         linear: bits & LINEAR != 0,
         winograd: bits & WINOGRAD != 0,
+        simd: bits & SIMD != 0,
     }
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod batch_norm;
 pub(crate) mod conv;
 mod im2col;
 mod winograd;
+mod winograd_simd;
 
 use std::ops::{Add, AddAssign, Mul, Sub};
 use std::sync::Mutex;

@@ -12,8 +12,10 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::conv::ConvGeom;
+use super::winograd_simd as simd;
 use super::{gemm, give, take, Element, MatRef};
 use rayon::prelude::*;
+use std::any::TypeId;
 
 /// Transformed positions per tile (4x4).
 const POS: usize = 16;
@@ -323,13 +325,25 @@ fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, co
     // Each plane is first copied into a zero-bordered one that every tile lies inside, so
     // the tile loop has no edge cases (on 8x8 maps most tiles touch the border).
     let (ph, pw) = (2 * th + 2, 2 * tw + 2);
-    let mut padded = vec![T::ZERO; ph * pw];
+    let mut padded = vec![T::ZERO; ph * pw + simd::OVERREAD];
     let mut run = [[T::ZERO; TILE_RUN]; POS];
+    let simd = simd::available();
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..][..g.h * g.w];
         for (y, row) in plane.chunks_exact(g.w).enumerate().take(ph - g.pad) {
             let len = g.w.min(pw - g.pad);
             padded[(y + g.pad) * pw + g.pad..][..len].copy_from_slice(&row[..len]);
+        }
+        if let (true, Some(padded), Some(v)) = (simd, as_f32(&padded), as_f32_mut(v)) {
+            for ty in 0..th {
+                for tx0 in (0..tw).step_by(16) {
+                    let start = 2 * ty * pw + 2 * tx0;
+                    let rows = std::array::from_fn(|r| start + r * pw);
+                    let at = ci * ld + col0 + ty * tw + tx0;
+                    simd::input_tiles(padded, rows, (tw - tx0).min(16), v, (at, g.cin * ld));
+                }
+            }
+            continue;
         }
         for ty in 0..th {
             for tx0 in (0..tw).step_by(TILE_RUN) {
@@ -410,4 +424,18 @@ fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y
             }
         }
     }
+}
+
+/// `s` as f32 values, if `T` is f32 (for the hand-written f32 transform).
+fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32, so the slice's memory holds `len` f32 values.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`; the borrow of `s` moves into the result.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }

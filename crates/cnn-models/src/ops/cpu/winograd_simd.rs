@@ -1,0 +1,106 @@
+//! The Winograd input transform for 16 tiles at once in AVX-512 registers, where the CPU has
+//! them (checked at run time: the crate itself is built for baseline x86-64).
+//!
+//! Written by hand because the compiler left the portable version scalar: a tile row of an
+//! 8x8-16x16 map holds only 4-8 tiles, too few for its vector loops, and the tiles' columns
+//! sit two apart. Here one permute splits 32 consecutive values into the even and odd
+//! columns of 16 tiles, and masked stores handle rows of fewer than 16 tiles.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Values past the end of a row of tiles that [`input_tiles`] may read (and ignore).
+pub(crate) const OVERREAD: usize = 34;
+
+/// Whether [`input_tiles`] can run here (and the CPU kernels allow it).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::ops::cpu_kernels().simd && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Writes `Bᵀ d B` of tiles `0..len` (at most 16) of one tile row into
+/// `out[at + e * stride..][..len]` for the 16 positions `e`. Tile `j` reads columns
+/// `2j..2j + 4` of the four rows of `padded` that start at `rows[r]`, each row `pw` long.
+///
+/// # Panics
+/// If `padded` does not hold [`OVERREAD`] values past the last row's `2 * len + 2` used
+/// ones, or `out` is too short for position 15.
+pub(crate) fn input_tiles(
+    padded: &[f32],
+    rows: [usize; 4],
+    len: usize,
+    out: &mut [f32],
+    (at, stride): (usize, usize),
+) {
+    assert!(len <= 16);
+    assert!(rows.iter().all(|&r| r + OVERREAD <= padded.len()));
+    assert!(at + 15 * stride + len <= out.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` checked avx512f; the loads stay within `padded` (asserted: each
+    // reads 32 values from `rows[r]` or `rows[r] + 2`, within OVERREAD) and the masked stores
+    // write `len` values at each position's start, within `out` (asserted).
+    unsafe {
+        input_tiles_avx512(padded.as_ptr(), rows, len, out.as_mut_ptr(), (at, stride))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("input_tiles needs x86_64 with AVX-512")
+}
+
+/// Columns `2j`, `2j + 1`, `2j + 2` and `2j + 3` of tiles `j = 0..16`, from the 34 values at `p`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_columns(p: *const f32) -> [__m512; 4] {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+    let (c, d) = (_mm512_loadu_ps(p.add(2)), _mm512_loadu_ps(p.add(18)));
+    [
+        _mm512_permutex2var_ps(a, even, b),
+        _mm512_permutex2var_ps(a, odd, b),
+        _mm512_permutex2var_ps(c, even, d),
+        _mm512_permutex2var_ps(c, odd, d),
+    ]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles_avx512(
+    padded: *const f32,
+    rows: [usize; 4],
+    len: usize,
+    out: *mut f32,
+    (at, stride): (usize, usize),
+) {
+    let d = [
+        tile_columns(padded.add(rows[0])),
+        tile_columns(padded.add(rows[1])),
+        tile_columns(padded.add(rows[2])),
+        tile_columns(padded.add(rows[3])),
+    ];
+    // t = Bᵀ d, down the tiles' rows: t[r][c] is row r, column c.
+    let mut t = [[_mm512_setzero_ps(); 4]; 4];
+    for c in 0..4 {
+        t[0][c] = _mm512_sub_ps(d[0][c], d[2][c]);
+        t[1][c] = _mm512_add_ps(d[1][c], d[2][c]);
+        t[2][c] = _mm512_sub_ps(d[2][c], d[1][c]);
+        t[3][c] = _mm512_sub_ps(d[1][c], d[3][c]);
+    }
+    // Then each row of t times B, across its columns: position e = r * 4 + k.
+    let mask: __mmask16 = ((1u32 << len) - 1) as u16;
+    for (r, row) in t.iter().enumerate() {
+        let v = [
+            _mm512_sub_ps(row[0], row[2]),
+            _mm512_add_ps(row[1], row[2]),
+            _mm512_sub_ps(row[2], row[1]),
+            _mm512_sub_ps(row[1], row[3]),
+        ];
+        for (k, v) in v.into_iter().enumerate() {
+            _mm512_mask_storeu_ps(out.add(at + (r * 4 + k) * stride), mask, v);
+        }
+    }
+}
