@@ -388,8 +388,23 @@ fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, co
 fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y: &mut [T]) {
     let (th, tw) = tiles(g);
     let mut run = [[T::ZERO; TILE_RUN]; POS];
+    let simd = simd::available();
     for co in 0..g.cout {
         let plane = &mut y[co * g.ohw()..][..g.ohw()];
+        if let (true, Some(m), Some(plane)) = (simd, as_f32(m), as_f32_mut(plane)) {
+            for ty in 0..th {
+                for tx0 in (0..tw).step_by(16) {
+                    let len = (tw - tx0).min(16);
+                    let at = co * ld + col0 + ty * tw + tx0;
+                    // Output rows 2ty and 2ty + 1 (if inside the map), from column 2 tx0.
+                    let rows =
+                        [0, 1].map(|r| (2 * ty + r < g.oh).then(|| (2 * ty + r) * g.ow + 2 * tx0));
+                    let count = (2 * len).min(g.ow - 2 * tx0);
+                    simd::output_tiles(m, (at, g.cout * ld), len, plane, (rows, count));
+                }
+            }
+            continue;
+        }
         for ty in 0..th {
             for tx0 in (0..tw).step_by(TILE_RUN) {
                 let len = TILE_RUN.min(tw - tx0);

@@ -1,10 +1,11 @@
-//! The Winograd input transform for 16 tiles at once in AVX-512 registers, where the CPU has
-//! them (checked at run time: the crate itself is built for baseline x86-64).
+//! The Winograd input and output transforms for 16 tiles at once in AVX-512 registers, where
+//! the CPU has them (checked at run time: the crate itself is built for baseline x86-64).
 //!
 //! Written by hand because the compiler left the portable version scalar: a tile row of an
 //! 8x8-16x16 map holds only 4-8 tiles, too few for its vector loops, and the tiles' columns
 //! sit two apart. Here one permute splits 32 consecutive values into the even and odd
-//! columns of 16 tiles, and masked stores handle rows of fewer than 16 tiles.
+//! columns of 16 tiles (or interleaves them back), and masked loads and stores handle rows
+//! of fewer than 16 tiles.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -101,6 +102,82 @@ unsafe fn input_tiles_avx512(
         ];
         for (k, v) in v.into_iter().enumerate() {
             _mm512_mask_storeu_ps(out.add(at + (r * 4 + k) * stride), mask, v);
+        }
+    }
+}
+
+/// Writes `Aᵀ m A` of tiles `0..len` (at most 16) of one tile row, whose 16 positions `e`
+/// are at `m[at + e * stride..][..len]`, as output rows: row `r` of the tiles (if
+/// `rows[r]` is `Some(start)`) into `out[start..][..count]`, two columns per tile.
+///
+/// # Panics
+/// If `m` is too short for position 15, or a row's `count` values do not fit in `out`, or
+/// `count > 2 * len`.
+pub(crate) fn output_tiles(
+    m: &[f32],
+    (at, stride): (usize, usize),
+    len: usize,
+    out: &mut [f32],
+    (rows, count): ([Option<usize>; 2], usize),
+) {
+    assert!(len <= 16 && count <= 2 * len);
+    assert!(at + 15 * stride + len <= m.len());
+    assert!(rows.iter().flatten().all(|&r| r + count <= out.len()));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` checked avx512f; loads and stores are masked to `len` values
+    // per position and `count` per row, all within the slices (asserted).
+    unsafe {
+        output_tiles_avx512(
+            m.as_ptr(),
+            (at, stride),
+            len,
+            out.as_mut_ptr(),
+            (rows, count),
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("output_tiles needs x86_64 with AVX-512")
+}
+
+/// The first `n` of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+fn lanes(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as u16
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_tiles_avx512(
+    m: *const f32,
+    (at, stride): (usize, usize),
+    len: usize,
+    out: *mut f32,
+    (rows, count): ([Option<usize>; 2], usize),
+) {
+    let load = lanes(len);
+    let mut p = [[_mm512_setzero_ps(); 4]; 4];
+    for (e, v) in p.iter_mut().flatten().enumerate() {
+        *v = _mm512_maskz_loadu_ps(load, m.add(at + e * stride));
+    }
+    // t = Aᵀ p down the tiles' rows (2 x 4), then each row of t times A (2 x 2).
+    let mut t = [[_mm512_setzero_ps(); 4]; 2];
+    for c in 0..4 {
+        t[0][c] = _mm512_add_ps(_mm512_add_ps(p[0][c], p[1][c]), p[2][c]);
+        t[1][c] = _mm512_sub_ps(_mm512_sub_ps(p[1][c], p[2][c]), p[3][c]);
+    }
+    // Columns 2j and 2j + 1 of tile j interleaved back into 32 consecutive values.
+    let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (row, start) in t.iter().zip(rows) {
+        let Some(start) = start else { continue };
+        let left = _mm512_add_ps(_mm512_add_ps(row[0], row[1]), row[2]);
+        let right = _mm512_sub_ps(_mm512_sub_ps(row[1], row[2]), row[3]);
+        let dst = out.add(start);
+        let lo = _mm512_permutex2var_ps(left, first, right);
+        _mm512_mask_storeu_ps(dst, lanes(count), lo);
+        if count > 16 {
+            let hi = _mm512_permutex2var_ps(left, second, right);
+            _mm512_mask_storeu_ps(dst.add(16), lanes(count - 16), hi);
         }
     }
 }
