@@ -210,8 +210,23 @@ fn weight_grad_share<T: Element>(
 fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: usize, col0: usize) {
     let (th, tw) = tiles(g);
     let mut run = [[T::ZERO; TILE_RUN]; POS];
+    let simd = simd::available();
     for co in 0..g.cout {
         let plane = &gy[co * g.ohw()..][..g.ohw()];
+        if let (true, Some(plane), Some(dm)) = (simd, as_f32(plane), as_f32_mut(dm)) {
+            for ty in 0..th {
+                for tx0 in (0..tw).step_by(16) {
+                    let len = (tw - tx0).min(16);
+                    // Rows 2ty and 2ty + 1 (if inside the map), from column 2 tx0.
+                    let rows =
+                        [0, 1].map(|r| (2 * ty + r < g.oh).then(|| (2 * ty + r) * g.ow + 2 * tx0));
+                    let count = (2 * len).min(g.ow - 2 * tx0);
+                    let at = co * ld + col0 + ty * tw + tx0;
+                    simd::grad_output_tiles(plane, (rows, count), len, dm, (at, g.cout * ld));
+                }
+            }
+            continue;
+        }
         let at = |y: usize, x: usize| {
             if y < g.oh && x < g.ow {
                 plane[y * g.ow + x]

@@ -1,5 +1,6 @@
-//! The Winograd input and output transforms for 16 tiles at once in AVX-512 registers, where
-//! the CPU has them (checked at run time: the crate itself is built for baseline x86-64).
+//! The Winograd transforms of inputs, outputs and output gradients for 16 tiles at once in
+//! AVX-512 registers, where the CPU has them (checked at run time: the crate itself is built
+//! for baseline x86-64).
 //!
 //! Written by hand because the compiler left the portable version scalar: a tile row of an
 //! 8x8-16x16 map holds only 4-8 tiles, too few for its vector loops, and the tiles' columns
@@ -178,6 +179,89 @@ unsafe fn output_tiles_avx512(
         if count > 16 {
             let hi = _mm512_permutex2var_ps(left, second, right);
             _mm512_mask_storeu_ps(dst.add(16), lanes(count - 16), hi);
+        }
+    }
+}
+
+/// Writes `A dy Aᵀ` of tiles `0..len` (at most 16) of one tile row of an output gradient
+/// into `out[at + e * stride..][..len]` for the 16 positions `e`. Row `r` of the tiles
+/// reads `dy[start..][..count]` (two columns per tile) if `rows[r]` is `Some(start)`;
+/// values past the map's edge (beyond `count`, or a `None` row) count as zero.
+///
+/// # Panics
+/// If a row's `count` values are not within `dy`, `count > 2 * len`, or `out` is too
+/// short for position 15.
+pub(crate) fn grad_output_tiles(
+    dy: &[f32],
+    (rows, count): ([Option<usize>; 2], usize),
+    len: usize,
+    out: &mut [f32],
+    (at, stride): (usize, usize),
+) {
+    assert!(len <= 16 && count <= 2 * len);
+    assert!(rows.iter().flatten().all(|&r| r + count <= dy.len()));
+    assert!(at + 15 * stride + len <= out.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` checked avx512f; loads are masked to `count` values per row and
+    // stores to `len` per position, all within the slices (asserted).
+    unsafe {
+        grad_output_tiles_avx512(
+            dy.as_ptr(),
+            (rows, count),
+            len,
+            out.as_mut_ptr(),
+            (at, stride),
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("grad_output_tiles needs x86_64 with AVX-512")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_output_tiles_avx512(
+    dy: *const f32,
+    (rows, count): ([Option<usize>; 2], usize),
+    len: usize,
+    out: *mut f32,
+    (at, stride): (usize, usize),
+) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    // d[r] = columns 0 and 1 of row r of the 16 tiles (zero past the edge).
+    let mut d = [[_mm512_setzero_ps(); 2]; 2];
+    for (r, start) in rows.iter().enumerate() {
+        let Some(start) = *start else { continue };
+        let p = dy.add(start);
+        let lo = _mm512_maskz_loadu_ps(lanes(count), p);
+        let hi = match count > 16 {
+            true => _mm512_maskz_loadu_ps(lanes(count - 16), p.add(16)),
+            false => _mm512_setzero_ps(),
+        };
+        d[r] = [
+            _mm512_permutex2var_ps(lo, even, hi),
+            _mm512_permutex2var_ps(lo, odd, hi),
+        ];
+    }
+    // t = A d down the rows (4 x 2), then each row of t times Aᵀ (4 x 4).
+    let zero = _mm512_setzero_ps();
+    let mut t = [[zero; 2]; 4];
+    for c in 0..2 {
+        t[0][c] = d[0][c];
+        t[1][c] = _mm512_add_ps(d[0][c], d[1][c]);
+        t[2][c] = _mm512_sub_ps(d[0][c], d[1][c]);
+        t[3][c] = _mm512_sub_ps(zero, d[1][c]);
+    }
+    let store = lanes(len);
+    for (r, [a, b]) in t.into_iter().enumerate() {
+        let v = [
+            a,
+            _mm512_add_ps(a, b),
+            _mm512_sub_ps(a, b),
+            _mm512_sub_ps(zero, b),
+        ];
+        for (k, v) in v.into_iter().enumerate() {
+            _mm512_mask_storeu_ps(out.add(at + (r * 4 + k) * stride), store, v);
         }
     }
 }
