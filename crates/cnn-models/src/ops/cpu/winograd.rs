@@ -5,7 +5,9 @@
 //! transforms (`u = G g Gᵀ`), the 16 element positions multiply as independent
 //! `cout x cin` by `cin x tiles` GEMMs, and `y = Aᵀ m A` folds each tile back to 2x2. The
 //! batch is split across threads as in [`super::conv`]; each thread transforms a chunk of
-//! images at a time so that small maps still give the GEMMs enough tiles.
+//! images at a time so that small maps still give the GEMMs enough tiles. In f32 on CPUs
+//! with AVX-512 the three tile transforms run in [`super::winograd_simd`] instead of the
+//! portable loops here.
 
 // The transforms are small matrix products written out by row and column index; iterator
 // chains would hide the algebra they transcribe.
@@ -217,12 +219,9 @@ fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: u
             for ty in 0..th {
                 for tx0 in (0..tw).step_by(16) {
                     let len = (tw - tx0).min(16);
-                    // Rows 2ty and 2ty + 1 (if inside the map), from column 2 tx0.
-                    let rows =
-                        [0, 1].map(|r| (2 * ty + r < g.oh).then(|| (2 * ty + r) * g.ow + 2 * tx0));
-                    let count = (2 * len).min(g.ow - 2 * tx0);
                     let at = co * ld + col0 + ty * tw + tx0;
-                    simd::grad_output_tiles(plane, (rows, count), len, dm, (at, g.cout * ld));
+                    let rows = output_rows(g, ty, tx0, len);
+                    simd::grad_output_tiles(plane, rows, len, dm, (at, g.cout * ld));
                 }
             }
             continue;
@@ -411,11 +410,8 @@ fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y
                 for tx0 in (0..tw).step_by(16) {
                     let len = (tw - tx0).min(16);
                     let at = co * ld + col0 + ty * tw + tx0;
-                    // Output rows 2ty and 2ty + 1 (if inside the map), from column 2 tx0.
-                    let rows =
-                        [0, 1].map(|r| (2 * ty + r < g.oh).then(|| (2 * ty + r) * g.ow + 2 * tx0));
-                    let count = (2 * len).min(g.ow - 2 * tx0);
-                    simd::output_tiles(m, (at, g.cout * ld), len, plane, (rows, count));
+                    let rows = output_rows(g, ty, tx0, len);
+                    simd::output_tiles(m, (at, g.cout * ld), len, plane, rows);
                 }
             }
             continue;
@@ -456,7 +452,15 @@ fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y
     }
 }
 
-/// `s` as f32 values, if `T` is f32 (for the hand-written f32 transform).
+/// Where `len` tiles from tile `(ty, tx0)` lie in an output plane: the start of each of
+/// their two rows (`None` past the map's bottom edge) and the values per row (two per tile,
+/// fewer at the right edge), as the AVX-512 transforms take them.
+fn output_rows(g: &ConvGeom, ty: usize, tx0: usize, len: usize) -> ([Option<usize>; 2], usize) {
+    let rows = [0, 1].map(|r| (2 * ty + r < g.oh).then(|| (2 * ty + r) * g.ow + 2 * tx0));
+    (rows, (2 * len).min(g.ow - 2 * tx0))
+}
+
+/// `s` as f32 values, if `T` is f32 (for the hand-written f32 transforms).
 fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32, so the slice's memory holds `len` f32 values.
     (TypeId::of::<T>() == TypeId::of::<f32>())
