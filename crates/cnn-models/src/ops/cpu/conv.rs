@@ -229,12 +229,60 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
             return winograd::forward(&t, gy, &flipped_transposed(g, w));
         }
     }
+    if split_input_channels(g) {
+        return input_grad_by_input_channels(g, w, gy);
+    }
     let p = plan(g);
     let mut gx = vec![T::ZERO; g.n * g.in_image()];
     let pieces = gx.chunks_mut(p.share * g.in_image());
     shares(g, p, pieces, |i0, count, out| {
         input_grad_share(g, p, w, gy, i0, count, out)
     });
+    gx
+}
+
+/// [`input_grad`] with each thread taking a range of input channels over the whole batch:
+/// `col2im(w[.., c0..c1]^T gy)`, so that each thread packs only its share of a large kernel
+/// (see [`split_input_channels`]); the ranges' planes are copied into place afterwards.
+fn input_grad_by_input_channels<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
+    let threads = rayon::current_num_threads().max(1);
+    let per = g.cin.div_ceil(threads);
+    let (k2, cols, hw) = (g.kh * g.kw, g.n * g.ohw(), g.h * g.w);
+    let mut dy = take::<T>(g.cout * cols);
+    gather_rows(g, gy, 0, g.n, &mut dy);
+    let ranges: Vec<(usize, usize)> = (0..g.cin)
+        .step_by(per)
+        .map(|c0| (c0, per.min(g.cin - c0)))
+        .collect();
+    let parts: Vec<Vec<T>> = ranges
+        .par_iter()
+        .map(|&(c0, cin)| {
+            let sub = ConvGeom { cin, ..*g };
+            let mut dcol = take::<T>(sub.ckk() * cols);
+            let (a, b) = (
+                MatRef::transposed(&w[c0 * k2..], g.ckk()),
+                MatRef::rows(&dy, cols),
+            );
+            // SAFETY: a is sub.ckk x cout (columns c0 * k2.. of w, transposed), b is cout x cols.
+            unsafe { gemm(sub.ckk(), cols, g.cout, &mut dcol, cols, false, a, b, 1) };
+            let mut part = vec![T::ZERO; g.n * sub.in_image()];
+            for (i, img) in part.chunks_exact_mut(sub.in_image()).enumerate() {
+                col2im(&sub, &mut dcol[i * g.ohw()..], cols, img);
+            }
+            give(dcol);
+            part
+        })
+        .collect();
+    give(dy);
+    let mut gx = vec![T::ZERO; g.n * g.in_image()];
+    for (&(c0, cin), part) in ranges.iter().zip(parts) {
+        for (img, src) in gx
+            .chunks_exact_mut(g.in_image())
+            .zip(part.chunks_exact(cin * hw))
+        {
+            img[c0 * hw..][..cin * hw].copy_from_slice(src);
+        }
+    }
     gx
 }
 
@@ -346,6 +394,9 @@ pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T>
     if use_winograd(g) {
         return winograd::weight_grad(g, x, gy);
     }
+    if split_input_channels(g) {
+        return weight_grad_by_input_channels(g, x, gy);
+    }
     let p = plan(g);
     let len = g.cout * g.ckk();
     let accumulators = (0..g.n.div_ceil(p.share)).map(|_| take::<T>(len));
@@ -361,6 +412,74 @@ pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T>
         }
     }
     partials.drain(..).for_each(give);
+    gw
+}
+
+/// Whether a weight gradient splits its input channels across the threads rather than its
+/// batch: where the kernel is larger than the output gradient (`ckk > n * ohw`: ResNet's
+/// last stages, 512 x 4608 kernels over 2x2-7x7 maps), one partial kernel gradient per thread
+/// plus their sum moved more memory than the GEMMs did work.
+fn split_input_channels(g: &ConvGeom) -> bool {
+    let threads = rayon::current_num_threads().max(1);
+    crate::ops::cpu_kernels().conv_split_batch
+        && threads > 1
+        && g.cin >= threads
+        && g.ckk() > g.n * g.ohw()
+        && g.ckk() / g.cin * g.n * g.ohw() * g.cin.div_ceil(threads) <= MAX_COL
+}
+
+/// [`weight_grad`] with each thread taking a range of input channels over the whole batch:
+/// `gw[.., c0..c1] = gy im2col(x[.., c0..c1])^T`, one GEMM each, no partial sums.
+fn weight_grad_by_input_channels<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
+    let threads = rayon::current_num_threads().max(1);
+    let per = g.cin.div_ceil(threads);
+    let (k2, cols, hw) = (g.kh * g.kw, g.n * g.ohw(), g.h * g.w);
+    let mut dy = take::<T>(g.cout * cols);
+    gather_rows(g, gy, 0, g.n, &mut dy);
+    let ranges: Vec<(usize, usize)> = (0..g.cin)
+        .step_by(per)
+        .map(|c0| (c0, per.min(g.cin - c0)))
+        .collect();
+    let parts: Vec<Vec<T>> = ranges
+        .par_iter()
+        .map(|&(c0, cin)| {
+            let sub = ConvGeom { cin, ..*g };
+            let mut col = take::<T>(sub.ckk() * cols);
+            for i in 0..g.n {
+                let img = &x[i * g.in_image() + c0 * hw..][..sub.in_image()];
+                im2col(&sub, img, &mut col[i * g.ohw()..], cols);
+            }
+            let mut part = take::<T>(g.cout * sub.ckk());
+            let (a, b) = (MatRef::rows(&dy, cols), MatRef::transposed(&col, cols));
+            // SAFETY: a is cout x cols (gy), b is cols x sub.ckk (col transposed).
+            unsafe {
+                gemm(
+                    g.cout,
+                    sub.ckk(),
+                    cols,
+                    &mut part,
+                    sub.ckk(),
+                    false,
+                    a,
+                    b,
+                    1,
+                )
+            };
+            give(col);
+            part
+        })
+        .collect();
+    give(dy);
+    let mut gw = vec![T::ZERO; g.cout * g.ckk()];
+    for (&(c0, cin), part) in ranges.iter().zip(parts) {
+        for (row, src) in gw
+            .chunks_exact_mut(g.ckk())
+            .zip(part.chunks_exact(cin * k2))
+        {
+            row[c0 * k2..][..cin * k2].copy_from_slice(src);
+        }
+        give(part);
+    }
     gw
 }
 
