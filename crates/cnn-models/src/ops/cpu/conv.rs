@@ -245,35 +245,22 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
 /// `col2im(w[.., c0..c1]^T gy)`, so that each thread packs only its share of a large kernel
 /// (see [`split_input_channels`]); the ranges' planes are copied into place afterwards.
 fn input_grad_by_input_channels<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
-    let threads = rayon::current_num_threads().max(1);
-    let per = g.cin.div_ceil(threads);
     let (k2, cols, hw) = (g.kh * g.kw, g.n * g.ohw(), g.h * g.w);
-    let mut dy = take::<T>(g.cout * cols);
-    gather_rows(g, gy, 0, g.n, &mut dy);
-    let ranges: Vec<(usize, usize)> = (0..g.cin)
-        .step_by(per)
-        .map(|c0| (c0, per.min(g.cin - c0)))
-        .collect();
-    let parts: Vec<Vec<T>> = ranges
-        .par_iter()
-        .map(|&(c0, cin)| {
-            let sub = ConvGeom { cin, ..*g };
-            let mut dcol = take::<T>(sub.ckk() * cols);
-            let (a, b) = (
-                MatRef::transposed(&w[c0 * k2..], g.ckk()),
-                MatRef::rows(&dy, cols),
-            );
-            // SAFETY: a is sub.ckk x cout (columns c0 * k2.. of w, transposed), b is cout x cols.
-            unsafe { gemm(sub.ckk(), cols, g.cout, &mut dcol, cols, false, a, b, 1) };
-            let mut part = vec![T::ZERO; g.n * sub.in_image()];
-            for (i, img) in part.chunks_exact_mut(sub.in_image()).enumerate() {
-                col2im(&sub, &mut dcol[i * g.ohw()..], cols, img);
-            }
-            give(dcol);
-            part
-        })
-        .collect();
-    give(dy);
+    let (ranges, parts) = by_input_channels(g, gy, |sub, c0, dy| {
+        let mut dcol = take::<T>(sub.ckk() * cols);
+        let (a, b) = (
+            MatRef::transposed(&w[c0 * k2..], g.ckk()),
+            MatRef::rows(dy, cols),
+        );
+        // SAFETY: a is sub.ckk x cout (columns c0 * k2.. of w, transposed), b is cout x cols.
+        unsafe { gemm(sub.ckk(), cols, g.cout, &mut dcol, cols, false, a, b, 1) };
+        let mut part = vec![T::ZERO; g.n * sub.in_image()];
+        for (i, img) in part.chunks_exact_mut(sub.in_image()).enumerate() {
+            col2im(sub, &mut dcol[i * g.ohw()..], cols, img);
+        }
+        give(dcol);
+        part
+    });
     let mut gx = vec![T::ZERO; g.n * g.in_image()];
     for (&(c0, cin), part) in ranges.iter().zip(parts) {
         for (img, src) in gx
@@ -431,45 +418,32 @@ fn split_input_channels(g: &ConvGeom) -> bool {
 /// [`weight_grad`] with each thread taking a range of input channels over the whole batch:
 /// `gw[.., c0..c1] = gy im2col(x[.., c0..c1])^T`, one GEMM each, no partial sums.
 fn weight_grad_by_input_channels<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
-    let threads = rayon::current_num_threads().max(1);
-    let per = g.cin.div_ceil(threads);
     let (k2, cols, hw) = (g.kh * g.kw, g.n * g.ohw(), g.h * g.w);
-    let mut dy = take::<T>(g.cout * cols);
-    gather_rows(g, gy, 0, g.n, &mut dy);
-    let ranges: Vec<(usize, usize)> = (0..g.cin)
-        .step_by(per)
-        .map(|c0| (c0, per.min(g.cin - c0)))
-        .collect();
-    let parts: Vec<Vec<T>> = ranges
-        .par_iter()
-        .map(|&(c0, cin)| {
-            let sub = ConvGeom { cin, ..*g };
-            let mut col = take::<T>(sub.ckk() * cols);
-            for i in 0..g.n {
-                let img = &x[i * g.in_image() + c0 * hw..][..sub.in_image()];
-                im2col(&sub, img, &mut col[i * g.ohw()..], cols);
-            }
-            let mut part = take::<T>(g.cout * sub.ckk());
-            let (a, b) = (MatRef::rows(&dy, cols), MatRef::transposed(&col, cols));
-            // SAFETY: a is cout x cols (gy), b is cols x sub.ckk (col transposed).
-            unsafe {
-                gemm(
-                    g.cout,
-                    sub.ckk(),
-                    cols,
-                    &mut part,
-                    sub.ckk(),
-                    false,
-                    a,
-                    b,
-                    1,
-                )
-            };
-            give(col);
-            part
-        })
-        .collect();
-    give(dy);
+    let (ranges, parts) = by_input_channels(g, gy, |sub, c0, dy| {
+        let mut col = take::<T>(sub.ckk() * cols);
+        for i in 0..g.n {
+            let img = &x[i * g.in_image() + c0 * hw..][..sub.in_image()];
+            im2col(sub, img, &mut col[i * g.ohw()..], cols);
+        }
+        let mut part = take::<T>(g.cout * sub.ckk());
+        let (a, b) = (MatRef::rows(dy, cols), MatRef::transposed(&col, cols));
+        // SAFETY: a is cout x cols (gy), b is cols x sub.ckk (col transposed).
+        unsafe {
+            gemm(
+                g.cout,
+                sub.ckk(),
+                cols,
+                &mut part,
+                sub.ckk(),
+                false,
+                a,
+                b,
+                1,
+            )
+        };
+        give(col);
+        part
+    });
     let mut gw = vec![T::ZERO; g.cout * g.ckk()];
     for (&(c0, cin), part) in ranges.iter().zip(parts) {
         for (row, src) in gw
@@ -481,6 +455,29 @@ fn weight_grad_by_input_channels<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) ->
         give(part);
     }
     gw
+}
+
+/// Runs `f(sub-geometry, first channel, output gradient)` for one range of input channels per
+/// thread, in parallel, the output gradient gathered once as a `cout x n*ohw` matrix; returns
+/// the ranges `(first channel, channels)` and what `f` made of each.
+fn by_input_channels<T: Element, R: Send>(
+    g: &ConvGeom,
+    gy: &[T],
+    f: impl Fn(&ConvGeom, usize, &[T]) -> R + Sync + Send,
+) -> (Vec<(usize, usize)>, Vec<R>) {
+    let per = g.cin.div_ceil(rayon::current_num_threads().max(1));
+    let mut dy = take::<T>(g.cout * g.n * g.ohw());
+    gather_rows(g, gy, 0, g.n, &mut dy);
+    let ranges: Vec<(usize, usize)> = (0..g.cin)
+        .step_by(per)
+        .map(|c0| (c0, per.min(g.cin - c0)))
+        .collect();
+    let results = ranges
+        .par_iter()
+        .map(|&(c0, cin)| f(&ConvGeom { cin, ..*g }, c0, &dy))
+        .collect();
+    give(dy);
+    (ranges, results)
 }
 
 #[allow(clippy::too_many_arguments)]
