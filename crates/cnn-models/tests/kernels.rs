@@ -244,32 +244,35 @@ fn conv_matches_the_direct_loop_on_random_shapes() {
     }
 }
 
-#[test]
-fn conv_with_the_gemm_split_across_threads_matches_too() {
-    // The other threading plan: images in order, each GEMM split. Process-wide, but both
-    // plans are correct, so tests running meanwhile are unaffected.
-    ops::set_cpu_kernels(CpuKernels {
-        conv_split_batch: false,
-        ..CpuKernels::default()
-    });
+/// Runs the chosen cases in `dtype` with another set of CPU kernels switched on. The switch is
+/// process-wide, but every set is correct, so tests running meanwhile are unaffected.
+fn check_cases_with(kernels: CpuKernels, seed: u64, dtype: DType) {
+    ops::set_cpu_kernels(kernels);
     for (i, &c) in CASES.iter().enumerate() {
-        check(c, 50 + i as u64, DType::F64);
+        check(c, seed + i as u64, dtype);
     }
     ops::set_cpu_kernels(CpuKernels::default());
 }
 
 #[test]
+fn conv_with_the_gemm_split_across_threads_matches_too() {
+    // The other threading plan: images in order, each GEMM split.
+    let kernels = CpuKernels {
+        conv_split_batch: false,
+        ..CpuKernels::default()
+    };
+    check_cases_with(kernels, 50, DType::F64);
+}
+
+#[test]
 fn conv_with_the_portable_loops_instead_of_simd_matches_too() {
-    // The other f32 Winograd input transform: the tests above run the AVX-512 one where the
-    // CPU has it. Process-wide, but both are correct, so tests running meanwhile pass.
-    ops::set_cpu_kernels(CpuKernels {
+    // The portable f32 Winograd transforms: the tests above run the AVX-512 ones where the
+    // CPU has them.
+    let kernels = CpuKernels {
         simd: false,
         ..CpuKernels::default()
-    });
-    for (i, &c) in CASES.iter().enumerate() {
-        check(c, 70 + i as u64, DType::F32);
-    }
-    ops::set_cpu_kernels(CpuKernels::default());
+    };
+    check_cases_with(kernels, 70, DType::F32);
 }
 
 #[test]

@@ -402,17 +402,18 @@ pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T>
     gw
 }
 
-/// Whether a weight gradient splits its input channels across the threads rather than its
-/// batch: where the kernel is larger than the output gradient (`ckk > n * ohw`: ResNet's
-/// last stages, 512 x 4608 kernels over 2x2-7x7 maps), one partial kernel gradient per thread
-/// plus their sum moved more memory than the GEMMs did work.
+/// Whether the weight and input gradients split the input channels across the threads
+/// rather than the batch: where the kernel is larger than the output gradient (`ckk > n*ohw`:
+/// ResNet's last stages, 512 x 4608 kernels over 2x2-7x7 maps), each thread packing the whole
+/// kernel, or writing a whole partial kernel gradient to be summed, moved more memory than
+/// the GEMMs did work. One thread's column matrix must fit in [`MAX_COL`].
 fn split_input_channels(g: &ConvGeom) -> bool {
     let threads = rayon::current_num_threads().max(1);
     crate::ops::cpu_kernels().conv_split_batch
         && threads > 1
         && g.cin >= threads
         && g.ckk() > g.n * g.ohw()
-        && g.ckk() / g.cin * g.n * g.ohw() * g.cin.div_ceil(threads) <= MAX_COL
+        && g.kh * g.kw * g.cin.div_ceil(threads) * g.n * g.ohw() <= MAX_COL
 }
 
 /// [`weight_grad`] with each thread taking a range of input channels over the whole batch:
