@@ -7,7 +7,7 @@
 //! (7x7 at ResNet's last stage) still give the GEMM a wide enough N.
 
 pub(crate) use super::im2col::ConvGeom;
-use super::im2col::{col2im, im2col};
+use super::im2col::{col2im_images, im2col_images};
 use super::{gemm, give, take, winograd, Element, MatRef};
 use rayon::prelude::*;
 
@@ -69,11 +69,8 @@ fn shares<I: Send, R: Send>(
 
 /// Unfolds images `i0..i0 + count` of `x` side by side into `col` (`count * ohw` columns).
 fn unfold<T: Element>(g: &ConvGeom, x: &[T], i0: usize, count: usize, col: &mut [T]) {
-    let cols = count * g.ohw();
-    for j in 0..count {
-        let img = &x[(i0 + j) * g.in_image()..(i0 + j + 1) * g.in_image()];
-        im2col(g, img, &mut col[j * g.ohw()..], cols);
-    }
+    let images = &x[i0 * g.in_image()..];
+    im2col_images(g, images, g.in_image(), count, col, count * g.ohw());
 }
 
 /// Copies the output gradient of images `i0..i0 + count` into one `cout x count*ohw` matrix.
@@ -255,9 +252,7 @@ fn input_grad_by_input_channels<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> 
         // SAFETY: a is sub.ckk x cout (columns c0 * k2.. of w, transposed), b is cout x cols.
         unsafe { gemm(sub.ckk(), cols, g.cout, &mut dcol, cols, false, a, b, 1) };
         let mut part = vec![T::ZERO; g.n * sub.in_image()];
-        for (i, img) in part.chunks_exact_mut(sub.in_image()).enumerate() {
-            col2im(sub, &mut dcol[i * g.ohw()..], cols, img);
-        }
+        col2im_images(sub, &mut dcol, cols, g.n, &mut part, sub.in_image());
         give(dcol);
         part
     });
@@ -363,10 +358,7 @@ fn input_grad_share<T: Element>(
                     p.gemm_threads,
                 )
             };
-            for j in 0..gi {
-                let img = &mut gx[x0 + j * g.in_image()..][..g.in_image()];
-                col2im(g, &mut dcol[j * ohw..], cols, img);
-            }
+            col2im_images(g, &mut dcol, cols, gi, &mut gx[x0..], g.in_image());
             give(dcol);
         }
         give(dy);
@@ -422,10 +414,7 @@ fn weight_grad_by_input_channels<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) ->
     let (k2, cols, hw) = (g.kh * g.kw, g.n * g.ohw(), g.h * g.w);
     let (ranges, parts) = by_input_channels(g, gy, |sub, c0, dy| {
         let mut col = take::<T>(sub.ckk() * cols);
-        for i in 0..g.n {
-            let img = &x[i * g.in_image() + c0 * hw..][..sub.in_image()];
-            im2col(sub, img, &mut col[i * g.ohw()..], cols);
-        }
+        im2col_images(sub, &x[c0 * hw..], g.in_image(), g.n, &mut col, cols);
         let mut part = take::<T>(g.cout * sub.ckk());
         let (a, b) = (MatRef::rows(dy, cols), MatRef::transposed(&col, cols));
         // SAFETY: a is cout x cols (gy), b is cols x sub.ckk (col transposed).

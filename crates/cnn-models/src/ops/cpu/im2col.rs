@@ -1,7 +1,7 @@
-//! Unfolding an image into the column matrix of a convolution (im2col) and folding
-//! gradients back (col2im), for one image at a time.
+//! Unfolding images into the column matrix of a convolution (im2col) and folding
+//! gradients back (col2im).
 
-use super::Element;
+use super::{give, take, Element};
 
 /// Output positions `[lo, hi)` along one axis.
 type Span = (usize, usize);
@@ -102,6 +102,158 @@ impl ConvGeom {
         };
         (lo.min(hi), hi)
     }
+}
+
+/// [`im2col`] of `count` images side by side in `col` (rows `ld` apart, image `j`'s columns
+/// from `j * ohw`), image `j` being `x[j * stride..]`.
+pub(crate) fn im2col_images<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    stride: usize,
+    count: usize,
+    col: &mut [T],
+    ld: usize,
+) {
+    if g.is_same_size() && count > 1 {
+        return im2col_same_size_images(g, x, stride, count, col, ld);
+    }
+    for j in 0..count {
+        let img = &x[j * stride..][..g.in_image()];
+        im2col(g, img, &mut col[j * g.ohw()..], ld);
+    }
+}
+
+/// [`col2im`] of `count` images side by side in `col`, added into image `j` at
+/// `gx[j * stride..]`.
+pub(crate) fn col2im_images<T: Element>(
+    g: &ConvGeom,
+    col: &mut [T],
+    ld: usize,
+    count: usize,
+    gx: &mut [T],
+    stride: usize,
+) {
+    if g.is_same_size() && count > 1 {
+        return col2im_same_size_images(g, col, ld, count, gx, stride);
+    }
+    for j in 0..count {
+        let img = &mut gx[j * stride..][..g.in_image()];
+        col2im(g, &mut col[j * g.ohw()..], ld, img);
+    }
+}
+
+/// Channel `ci` of `count` images as one run of `count * hw` values, zeros before and after
+/// the whole: a same-size conv's tap then reads its shifted row for every image at once
+/// ([`im2col_same_size_images`]). `margin` zeros on either side (the largest shift).
+struct ChannelMajor<T> {
+    buf: Vec<T>,
+    margin: usize,
+    run: usize,
+}
+
+impl<T: Element> ChannelMajor<T> {
+    fn zeroed(g: &ConvGeom, count: usize) -> Self {
+        let (margin, run) = (g.pad * (g.w + 1), count * g.h * g.w);
+        let mut buf = take::<T>(g.cin * run + 2 * margin);
+        buf.fill(T::ZERO);
+        Self { buf, margin, run }
+    }
+
+    /// Where channel `ci`'s run starts, shifted by `shift`.
+    fn at(&self, ci: usize, shift: isize) -> usize {
+        ((self.margin + ci * self.run) as isize + shift) as usize
+    }
+}
+
+/// For each kernel tap `(ky, kx)` of a same-size conv, its shift from output to input pixel
+/// and whether each of `count * ohw` output pixels reads the input (not padding) through it.
+fn tap_masks(g: &ConvGeom, count: usize) -> Vec<(isize, Vec<bool>)> {
+    let pad = g.pad as isize;
+    let inside = |v: isize, len: usize| (0..len as isize).contains(&v);
+    let mut taps = Vec::with_capacity(g.kh * g.kw);
+    for ky in 0..g.kh as isize {
+        for kx in 0..g.kw as isize {
+            let plane: Vec<bool> = (0..g.oh as isize)
+                .flat_map(|oy| (0..g.ow as isize).map(move |ox| (oy, ox)))
+                .map(|(oy, ox)| inside(oy + ky - pad, g.h) && inside(ox + kx - pad, g.w))
+                .collect();
+            let shift = (ky - pad) * g.w as isize + kx - pad;
+            taps.push((shift, plane.repeat(count)));
+        }
+    }
+    taps
+}
+
+/// [`im2col_images`] for a same-size conv of several images: the images are first copied
+/// channel-major ([`ChannelMajor`]), then each column-matrix row is one masked, shifted copy
+/// for all images at once. On 2x2-4x4 maps the per-image rows it replaces (16 values or
+/// fewer each, between fringe fills) were mostly call overhead. A shift that crosses into
+/// the next image or channel lands only on masked pixels.
+fn im2col_same_size_images<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    stride: usize,
+    count: usize,
+    col: &mut [T],
+    ld: usize,
+) {
+    let hw = g.h * g.w;
+    let mut planes = ChannelMajor::zeroed(g, count);
+    for ci in 0..g.cin {
+        for j in 0..count {
+            let at = planes.at(ci, 0) + j * hw;
+            planes.buf[at..at + hw].copy_from_slice(&x[j * stride + ci * hw..][..hw]);
+        }
+    }
+    let taps = tap_masks(g, count);
+    for ci in 0..g.cin {
+        for (t, (shift, mask)) in taps.iter().enumerate() {
+            let row = ci * taps.len() + t;
+            let dst = &mut col[row * ld..][..planes.run];
+            let src = &planes.buf[planes.at(ci, *shift)..][..planes.run];
+            for ((d, &s), &m) in dst.iter_mut().zip(src).zip(mask) {
+                *d = if m { s } else { T::ZERO };
+            }
+        }
+    }
+    give(planes.buf);
+}
+
+/// [`col2im_images`] for a same-size conv of several images: each row is added, masked and
+/// shifted, into a channel-major buffer for all images at once ([`ChannelMajor`]), which is
+/// then added into the images. Every pixel gets its taps' values in the same order as
+/// [`col2im`] would add them.
+fn col2im_same_size_images<T: Element>(
+    g: &ConvGeom,
+    col: &[T],
+    ld: usize,
+    count: usize,
+    gx: &mut [T],
+    stride: usize,
+) {
+    let hw = g.h * g.w;
+    let mut planes = ChannelMajor::zeroed(g, count);
+    let taps = tap_masks(g, count);
+    for ci in 0..g.cin {
+        for (t, (shift, mask)) in taps.iter().enumerate() {
+            let row = ci * taps.len() + t;
+            let src = &col[row * ld..][..planes.run];
+            let at = planes.at(ci, *shift);
+            let dst = &mut planes.buf[at..at + planes.run];
+            for ((d, &s), &m) in dst.iter_mut().zip(src).zip(mask) {
+                *d += if m { s } else { T::ZERO };
+            }
+        }
+    }
+    for ci in 0..g.cin {
+        for j in 0..count {
+            let src = &planes.buf[planes.at(ci, 0) + j * hw..][..hw];
+            for (d, &s) in gx[j * stride + ci * hw..][..hw].iter_mut().zip(src) {
+                *d += s;
+            }
+        }
+    }
+    give(planes.buf);
 }
 
 /// Writes image `x` (cin x h x w) as rows `(ci, ky, kx)` of `ohw` columns into `col`, whose
