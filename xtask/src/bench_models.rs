@@ -7,15 +7,14 @@
 //! hand the arguments after `bench` to [`run`].
 
 use anyhow::{bail, Context, Result};
-use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, D};
 use clap::{Parser, ValueEnum};
 use cnn_models::ops::{self, CpuKernels};
 use cnn_models::{Model, Pass};
-use rayon::prelude::*;
+use cnn_train::{Optimizer, OptimizerState};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Instant;
 
 const SUBCOMMAND: &str = "bench";
@@ -466,14 +465,15 @@ fn worker(args: &Args, row: &Row) -> Result<()> {
     let x = Tensor::randn(0f32, 1., (args.batch, 3, row.res, row.res), &dev)?;
     let labels: Vec<u32> = (0..args.batch as u32).map(|i| i % 10).collect();
     let labels = Tensor::from_vec(labels, args.batch, &dev)?;
-    let mut opt = AdamW::new(&model);
+    // The optimiser `cnn train` uses, with PyTorch's AdamW settings as the baseline has them.
+    let mut opt = OptimizerState::new(Optimizer::adamw(), 0.01);
     let mut step = |i: usize| -> Result<()> {
         match args.worker_mode {
             Mode::Train => {
                 let logits = model.forward(&x, &Pass::train(i as u64))?;
                 let loss = cross_entropy(&logits, &labels)?;
                 let grads = loss.backward()?;
-                opt.step(&grads)?;
+                opt.step(model.params().trainable(), &grads, 1e-4)?;
                 loss.to_scalar::<f32>()?;
             }
             Mode::Infer => {
@@ -549,106 +549,6 @@ fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let log_z = shifted.exp()?.sum_keepdim(1)?.log()?;
     let picked = shifted.gather(&labels.unsqueeze(1)?, 1)?;
     Ok((log_z - picked)?.mean_all()?)
-}
-
-/// PyTorch's AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, weight decay 0.01) updating each
-/// parameter in place in one fused pass, so the step allocates nothing.
-struct AdamW {
-    params: Vec<(Var, Mutex<Moments>)>,
-    t: i32,
-}
-
-struct Moments {
-    m: Vec<f32>,
-    v: Vec<f32>,
-}
-
-struct AdamWStep<'a> {
-    moments: &'a Mutex<Moments>,
-    lr: f32,
-    decay: f32,
-    bias1: f32,
-    bias2: f32,
-}
-
-impl AdamW {
-    const LR: f32 = 1e-4;
-    const B1: f32 = 0.9;
-    const B2: f32 = 0.999;
-    const EPS: f32 = 1e-8;
-    const WD: f32 = 0.01;
-
-    fn new(model: &Model) -> Self {
-        let params = model
-            .params()
-            .trainable()
-            .map(|p| {
-                let n = p.var.elem_count();
-                let moments = Moments {
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
-                };
-                (p.var.clone(), Mutex::new(moments))
-            })
-            .collect();
-        Self { params, t: 0 }
-    }
-
-    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
-        self.t += 1;
-        for (var, moments) in &self.params {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let op = AdamWStep {
-                moments,
-                lr: Self::LR,
-                decay: 1.0 - Self::LR * Self::WD,
-                bias1: 1.0 - Self::B1.powi(self.t),
-                bias2: 1.0 - Self::B2.powi(self.t),
-            };
-            var.as_tensor().inplace_op2(&g.contiguous()?, &op)?;
-        }
-        Ok(())
-    }
-}
-
-impl InplaceOp2 for AdamWStep<'_> {
-    fn name(&self) -> &'static str {
-        "adamw-step"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
-            candle_core::bail!("adamw: f32 only")
-        };
-        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("adamw: contiguous tensors only")
-        };
-        let mut guard = self.moments.lock().unwrap();
-        let Moments { m, v } = &mut *guard;
-        const PIECE: usize = 1 << 15;
-        p[p0..p1]
-            .par_chunks_mut(PIECE)
-            .zip(g[g0..g1].par_chunks(PIECE))
-            .zip(m.par_chunks_mut(PIECE).zip(v.par_chunks_mut(PIECE)))
-            .for_each(|((p, g), (m, v))| {
-                for i in 0..p.len() {
-                    m[i] = AdamW::B1 * m[i] + (1.0 - AdamW::B1) * g[i];
-                    v[i] = AdamW::B2 * v[i] + (1.0 - AdamW::B2) * g[i] * g[i];
-                    let step = (m[i] / self.bias1) / ((v[i] / self.bias2).sqrt() + AdamW::EPS);
-                    p[i] = p[i] * self.decay - self.lr * step;
-                }
-            });
-        Ok(())
-    }
 }
 
 /// One convolution layer's shape for the micro-bench.

@@ -25,8 +25,9 @@ impl OptimizerState {
             (STEPS.to_string(), json(serde_json::to_string(&self.steps))?),
         ]);
         let tmp = temporary_path(path);
+        let slots = self.slots()?;
         safetensors::serialize_to_file(
-            self.slots.iter().map(|(k, v)| (k.as_str(), v)),
+            slots.iter().map(|(k, v)| (k.as_str(), v)),
             Some(meta),
             &tmp,
         )
@@ -56,6 +57,7 @@ impl OptimizerState {
             weight_decay,
             steps,
             slots,
+            host_slots: BTreeMap::new(),
         })
     }
 }
