@@ -1,5 +1,5 @@
-//! Optimisers with PyTorch's exact update rules (`SGD`, `Adam`, `AdamW`), their state kept as
-//! named tensors so it saves to and loads from safetensors for an exact resume.
+//! Optimisers with PyTorch's exact update rules (`SGD`, `Adam`, `AdamW`), their state saved to
+//! and loaded from safetensors as named tensors for an exact resume.
 
 mod adam;
 mod sgd;
