@@ -196,7 +196,8 @@ const CASES: &[Case] = &[
     case(1, 18, (10, 12), 16, (3, 3), 1, 0),
     case(2, 16, (7, 9), 20, (3, 3), 1, 2),
     case(5, 16, (8, 8), 16, (3, 3), 1, 1),
-    case(2, 16, (17, 16), 18, (3, 3), 1, 1), // 16x16 and up: the input gradient too
+    case(2, 16, (17, 16), 18, (3, 3), 1, 1), // 14x14 and up: the input gradient too
+    case(2, 16, (14, 15), 16, (3, 3), 1, 1), // the smallest such map
     case(1, 16, (18, 19), 16, (3, 3), 1, 0),
     // More than 16 output columns with an odd edge: the AVX-512 transforms' second half.
     case(2, 16, (9, 19), 16, (3, 3), 1, 1),
