@@ -4,7 +4,7 @@
 use super::{give, take, Element};
 
 /// Output positions `[lo, hi)` along one axis.
-type Span = (usize, usize);
+pub(crate) type Span = (usize, usize);
 
 /// Shape of one 2-D convolution over an NCHW batch with an OIHW kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl ConvGeom {
     /// A stride-1 conv whose output is as large as its input (3x3 with padding 1): output
     /// pixel `j` of kernel tap `(ky, kx)` reads input pixel `j + (ky - pad) * w + kx - pad`,
     /// so each column-matrix row is one shifted copy of the plane.
-    fn is_same_size(&self) -> bool {
+    pub fn is_same_size(&self) -> bool {
         self.stride == 1 && self.oh == self.h && self.ow == self.w
     }
 
@@ -259,22 +259,37 @@ fn col2im_same_size_images<T: Element>(
 /// Writes image `x` (cin x h x w) as rows `(ci, ky, kx)` of `ohw` columns into `col`, whose
 /// rows are `ld` apart (a chunk of several images sits side by side in one matrix).
 pub(crate) fn im2col<T: Element>(g: &ConvGeom, x: &[T], col: &mut [T], ld: usize) {
-    let (hw, ow) = (g.h * g.w, g.ow);
-    let (rows, cols) = g.valid_spans();
     if g.is_same_size() {
+        let (rows, cols) = g.valid_spans();
         return im2col_same_size(g, x, col, ld, (&rows, &cols));
     }
+    im2col_band(g, x, col, ld, (0, g.oh));
+}
+
+/// [`im2col`] of output rows `[y0, y1)` only, their `(y1 - y0) * ow` columns from the band's
+/// first row, for a conv that is not same-size (see `conv::band_rows`).
+pub(crate) fn im2col_band<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    col: &mut [T],
+    ld: usize,
+    (y0, y1): Span,
+) {
+    let (hw, ow) = (g.h * g.w, g.ow);
+    let (rows, cols) = g.valid_spans();
+    let width = (y1 - y0) * ow;
     for ci in 0..g.cin {
         let plane = &x[ci * hw..(ci + 1) * hw];
         for (ky, &(oy_lo, oy_hi)) in rows.iter().enumerate() {
+            let (lo, hi) = (oy_lo.clamp(y0, y1), oy_hi.clamp(y0, y1));
             for (kx, &(ox_lo, ox_hi)) in cols.iter().enumerate() {
                 let row = (ci * g.kh + ky) * g.kw + kx;
-                let dst = &mut col[row * ld..row * ld + g.ohw()];
-                dst[..oy_lo * ow].fill(T::ZERO);
-                dst[oy_hi * ow..].fill(T::ZERO);
-                for oy in oy_lo..oy_hi {
+                let dst = &mut col[row * ld..row * ld + width];
+                dst[..(lo - y0) * ow].fill(T::ZERO);
+                dst[(hi - y0) * ow..].fill(T::ZERO);
+                for oy in lo..hi {
                     let iy = oy * g.stride + ky - g.pad;
-                    let out = &mut dst[oy * ow..(oy + 1) * ow];
+                    let out = &mut dst[(oy - y0) * ow..(oy - y0 + 1) * ow];
                     out[..ox_lo].fill(T::ZERO);
                     out[ox_hi..].fill(T::ZERO);
                     if ox_lo < ox_hi {
