@@ -190,6 +190,7 @@ const CASES: &[Case] = &[
     case(2, 2, (3, 4), 3, (5, 5), 1, 2),     // same-size 5x5 wider than the map
     case(1, 2, (64, 64), 3, (3, 3), 2, 1),   // 1024 output pixels: padded gradient rows
     case(2, 2, (32, 32), 3, (1, 1), 1, 0),   // the same, pointwise (no longer in place)
+    case(1, 120, (32, 32), 2, (3, 3), 1, 1), // the same, gradients split by input channel
     case(1, 1, (401, 399), 2, (3, 3), 2, 1), // a wide column matrix: two bands of rows, 101 + 100
     // Winograd F(2x2, 3x3): 16+ channels, stride 1, outputs of 8x8 and more; odd maps,
     // padding 0-2, batch 1 and a batch split across threads.

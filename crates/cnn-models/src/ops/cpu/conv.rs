@@ -95,9 +95,10 @@ fn gather_rows<T: Element>(
     }
 }
 
-/// Row stride for the weight gradient's operands, matrices of `cols` columns that gemm packs
-/// down their columns: a stride of a multiple of 4 KiB puts every row in the same L1 cache
-/// set, which made that packing gather 1.7x slower (ResNet18's stem at 64 px: 1024 columns).
+/// Row stride for the output gradient and column matrices of `cols` columns that the weight
+/// gradient's GEMMs read down their columns: a stride of a multiple of 4 KiB puts every row in
+/// the same L1 cache set, which made gemm's packing gather 1.7x slower (ResNet18's stem at
+/// 64 px: 1024 columns).
 fn gradient_ld<T>(cols: usize) -> usize {
     match (cols * std::mem::size_of::<T>()) % 4096 {
         0 => cols + 16,
@@ -325,12 +326,9 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
 /// (see [`split_input_channels`]); the ranges' planes are copied into place afterwards.
 fn input_grad_by_input_channels<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
     let (k2, cols, hw) = (g.kh * g.kw, g.n * g.ohw(), g.h * g.w);
-    let (ranges, parts) = by_input_channels(g, gy, |sub, c0, dy| {
+    let (ranges, parts) = by_input_channels(g, gy, |sub, c0, b| {
         let mut dcol = take::<T>(sub.ckk() * cols);
-        let (a, b) = (
-            MatRef::transposed(&w[c0 * k2..], g.ckk()),
-            MatRef::rows(dy, cols),
-        );
+        let a = MatRef::transposed(&w[c0 * k2..], g.ckk());
         // SAFETY: a is sub.ckk x cout (columns c0 * k2.. of w, transposed), b is cout x cols.
         unsafe { gemm(sub.ckk(), cols, g.cout, &mut dcol, cols, false, a, b, 1) };
         let mut part = vec![T::ZERO; g.n * sub.in_image()];
@@ -494,11 +492,12 @@ fn split_input_channels(g: &ConvGeom) -> bool {
 /// `gw[.., c0..c1] = gy im2col(x[.., c0..c1])^T`, one GEMM each, no partial sums.
 fn weight_grad_by_input_channels<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
     let (k2, cols, hw) = (g.kh * g.kw, g.n * g.ohw(), g.h * g.w);
-    let (ranges, parts) = by_input_channels(g, gy, |sub, c0, dy| {
-        let mut col = take::<T>(sub.ckk() * cols);
-        im2col_images(sub, &x[c0 * hw..], g.in_image(), g.n, &mut col, cols);
+    let ld = gradient_ld::<T>(cols);
+    let (ranges, parts) = by_input_channels(g, gy, |sub, c0, a| {
+        let mut col = take::<T>(sub.ckk() * ld);
+        im2col_images(sub, &x[c0 * hw..], g.in_image(), g.n, &mut col, ld);
         let mut part = take::<T>(g.cout * sub.ckk());
-        let (a, b) = (MatRef::rows(dy, cols), MatRef::transposed(&col, cols));
+        let b = MatRef::transposed(&col, ld);
         // SAFETY: a is cout x cols (gy), b is cols x sub.ckk (col transposed).
         unsafe {
             gemm(
@@ -530,23 +529,25 @@ fn weight_grad_by_input_channels<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) ->
 }
 
 /// Runs `f(sub-geometry, first channel, output gradient)` for one range of input channels per
-/// thread, in parallel, the output gradient gathered once as a `cout x n*ohw` matrix; returns
-/// the ranges `(first channel, channels)` and what `f` made of each.
+/// thread, in parallel, the output gradient gathered once as a `cout x n*ohw` matrix (rows
+/// [`gradient_ld`] apart); returns the ranges `(first channel, channels)` and what `f` made
+/// of each.
 fn by_input_channels<T: Element, R: Send>(
     g: &ConvGeom,
     gy: &[T],
-    f: impl Fn(&ConvGeom, usize, &[T]) -> R + Sync + Send,
+    f: impl Fn(&ConvGeom, usize, MatRef<T>) -> R + Sync + Send,
 ) -> (Vec<(usize, usize)>, Vec<R>) {
     let per = g.cin.div_ceil(rayon::current_num_threads().max(1));
-    let mut dy = take::<T>(g.cout * g.n * g.ohw());
-    gather_rows(g, gy, 0, g.n, &mut dy, g.n * g.ohw());
+    let ld = gradient_ld::<T>(g.n * g.ohw());
+    let mut dy = take::<T>(g.cout * ld);
+    gather_rows(g, gy, 0, g.n, &mut dy, ld);
     let ranges: Vec<(usize, usize)> = (0..g.cin)
         .step_by(per)
         .map(|c0| (c0, per.min(g.cin - c0)))
         .collect();
     let results = ranges
         .par_iter()
-        .map(|&(c0, cin)| f(&ConvGeom { cin, ..*g }, c0, &dy))
+        .map(|&(c0, cin)| f(&ConvGeom { cin, ..*g }, c0, MatRef::rows(&dy, ld)))
         .collect();
     give(dy);
     (ranges, results)
