@@ -4,7 +4,8 @@
 //! single-threaded GEMMs (no synchronisation inside a layer); a batch smaller than the pool
 //! runs image by image with the GEMM itself split across threads. Within a share, images
 //! go through in chunks side by side in one column matrix so that small feature maps
-//! (7x7 at ResNet's last stage) still give the GEMM a wide enough N.
+//! (7x7 at ResNet's last stage) still give the GEMM a wide enough N, and an image whose
+//! column matrix is too wide for the cache goes through in bands of output rows.
 
 pub(crate) use super::im2col::ConvGeom;
 use super::im2col::{col2im_images, im2col_band, im2col_images};
