@@ -321,6 +321,31 @@ fn state_round_trips_and_resumes_exactly() {
         assert_eq!(loaded.rule, rule);
         assert_eq!(loaded.steps("w"), 3);
         assert_eq!(loaded.bytes(), opt.bytes());
+        // Each slot comes back with its values and its parameter's shape.
+        let (saved, back) = (opt.slots().unwrap(), loaded.slots().unwrap());
+        assert_eq!(
+            saved.keys().collect::<Vec<_>>(),
+            back.keys().collect::<Vec<_>>()
+        );
+        for (k, t) in &saved {
+            assert_eq!(back[k].dims(), p.dims(), "{rule:?} {k}");
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(&back[k]), flat(t), "{rule:?} {k}");
+        }
+        let shaped = Var::from_tensor(&p.as_tensor().reshape((2, 2)).unwrap()).unwrap();
+        opt.update("m", &shaped, &shaped.ones_like().unwrap(), 0.1)
+            .unwrap();
+        opt.save(&path).unwrap();
+        let back = OptimizerState::load(&path, &Device::Cpu)
+            .unwrap()
+            .slots()
+            .unwrap();
+        let key = back.keys().find(|k| k.starts_with("m.")).unwrap();
+        assert_eq!(
+            back[key].dims(),
+            &[2, 2],
+            "{rule:?}: a 2-D parameter's slot shape"
+        );
         for g in &grads[3..] {
             loaded.update("w", &p, &grad(g), 0.1).unwrap();
         }

@@ -5,6 +5,9 @@ use super::{Optimizer, OptimizerState};
 use crate::atomic::temporary_path;
 use crate::error::{Result, TrainError};
 use candle_core::Device;
+use candle_core::Tensor;
+use safetensors::tensor::{Dtype, SafeTensorError, TensorView, View};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -25,13 +28,21 @@ impl OptimizerState {
             (STEPS.to_string(), json(serde_json::to_string(&self.steps))?),
         ]);
         let tmp = temporary_path(path);
-        let slots = self.slots()?;
-        safetensors::serialize_to_file(
-            slots.iter().map(|(k, v)| (k.as_str(), v)),
-            Some(meta),
-            &tmp,
-        )
-        .map_err(|e| TrainError::file(&tmp, format!("cannot write optimiser state: {e}")))?;
+        let cannot = |e: SafeTensorError| {
+            TrainError::file(&tmp, format!("cannot write optimiser state: {e}"))
+        };
+        // The CPU path's moments are written from their host vectors in place: gathering them
+        // into tensors first held a second copy of the whole state (374 MB for d2l AlexNet).
+        let mut views: Vec<(&str, SlotView)> = Vec::new();
+        for (k, t) in &self.slots {
+            views.push((k, SlotView::Tensor(t)));
+        }
+        for (k, (shape, v)) in &self.host_slots {
+            let bytes = bytemuck::cast_slice(v);
+            let view = TensorView::new(Dtype::F32, shape.dims().to_vec(), bytes).map_err(cannot)?;
+            views.push((k, SlotView::Host(view)));
+        }
+        safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(cannot)?;
         std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, e))
     }
 
@@ -59,5 +70,42 @@ impl OptimizerState {
             slots,
             host_slots: BTreeMap::new(),
         })
+    }
+}
+
+/// One slot as safetensors writes it: a tensor (copied out by candle), or a host vector's
+/// bytes (borrowed).
+enum SlotView<'a> {
+    Tensor(&'a Tensor),
+    Host(TensorView<'a>),
+}
+
+impl View for SlotView<'_> {
+    fn dtype(&self) -> Dtype {
+        match self {
+            SlotView::Tensor(t) => View::dtype(t),
+            SlotView::Host(v) => v.dtype(),
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            SlotView::Tensor(t) => t.dims(),
+            SlotView::Host(v) => v.shape(),
+        }
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self {
+            SlotView::Tensor(t) => View::data(t),
+            SlotView::Host(v) => Cow::Borrowed(v.data()),
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        match self {
+            SlotView::Tensor(t) => View::data_len(t),
+            SlotView::Host(v) => v.data().len(),
+        }
     }
 }
