@@ -4,8 +4,7 @@
 use super::{Optimizer, OptimizerState};
 use crate::atomic::temporary_path;
 use crate::error::{Result, TrainError};
-use candle_core::Device;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensorError, TensorView, View};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
