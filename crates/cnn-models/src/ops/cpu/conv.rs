@@ -338,15 +338,26 @@ fn input_grad_by_input_channels<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> 
         part
     });
     let mut gx = vec![T::ZERO; g.n * g.in_image()];
+    place_ranges(&mut gx, g.in_image(), hw, &ranges, &parts);
+    gx
+}
+
+/// Copies what each input-channel range made into place: chunk `i` of the part of range
+/// `(c0, cin)` (`cin * unit` values: its planes of image `i`, or its taps of output channel
+/// `i`) goes into chunk `i` of `dst` (chunks `len` long) from `c0 * unit`.
+fn place_ranges<T: Element>(
+    dst: &mut [T],
+    len: usize,
+    unit: usize,
+    ranges: &[(usize, usize)],
+    parts: &[Vec<T>],
+) {
     for (&(c0, cin), part) in ranges.iter().zip(parts) {
-        for (img, src) in gx
-            .chunks_exact_mut(g.in_image())
-            .zip(part.chunks_exact(cin * hw))
-        {
-            img[c0 * hw..][..cin * hw].copy_from_slice(src);
+        let chunks = dst.chunks_exact_mut(len).zip(part.chunks_exact(cin * unit));
+        for (chunk, src) in chunks {
+            chunk[c0 * unit..][..cin * unit].copy_from_slice(src);
         }
     }
-    gx
 }
 
 /// For a stride-1 conv, the forward conv that computes its input gradient: `gy` (cout
@@ -517,15 +528,8 @@ fn weight_grad_by_input_channels<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) ->
         part
     });
     let mut gw = vec![T::ZERO; g.cout * g.ckk()];
-    for (&(c0, cin), part) in ranges.iter().zip(parts) {
-        for (row, src) in gw
-            .chunks_exact_mut(g.ckk())
-            .zip(part.chunks_exact(cin * k2))
-        {
-            row[c0 * k2..][..cin * k2].copy_from_slice(src);
-        }
-        give(part);
-    }
+    place_ranges(&mut gw, g.ckk(), k2, &ranges, &parts);
+    parts.into_iter().for_each(give);
     gw
 }
 

@@ -142,9 +142,11 @@ pub(crate) fn col2im_images<T: Element>(
     }
 }
 
-/// Channel `ci` of `count` images as one run of `count * hw` values, zeros before and after
-/// the whole: a same-size conv's tap then reads its shifted row for every image at once
-/// ([`im2col_same_size_images`]). `margin` zeros on either side (the largest shift).
+/// Channel `ci` of `count` images as one run of `count * hw` values, `margin` more on either
+/// side of the whole (the largest shift): a same-size conv's tap then reads (or adds) its
+/// shifted row for every image at once ([`im2col_same_size_images`]). The buffer comes with
+/// stale values: the margins are only ever touched at masked pixels, and the runs are filled
+/// by the caller.
 struct ChannelMajor<T> {
     buf: Vec<T>,
     margin: usize,
@@ -152,10 +154,9 @@ struct ChannelMajor<T> {
 }
 
 impl<T: Element> ChannelMajor<T> {
-    fn zeroed(g: &ConvGeom, count: usize) -> Self {
+    fn new(g: &ConvGeom, count: usize) -> Self {
         let (margin, run) = (g.pad * (g.w + 1), count * g.h * g.w);
-        let mut buf = take::<T>(g.cin * run + 2 * margin);
-        buf.fill(T::ZERO);
+        let buf = take::<T>(g.cin * run + 2 * margin);
         Self { buf, margin, run }
     }
 
@@ -198,7 +199,7 @@ fn im2col_same_size_images<T: Element>(
     ld: usize,
 ) {
     let hw = g.h * g.w;
-    let mut planes = ChannelMajor::zeroed(g, count);
+    let mut planes = ChannelMajor::new(g, count);
     for ci in 0..g.cin {
         for j in 0..count {
             let at = planes.at(ci, 0) + j * hw;
@@ -232,7 +233,9 @@ fn col2im_same_size_images<T: Element>(
     stride: usize,
 ) {
     let hw = g.h * g.w;
-    let mut planes = ChannelMajor::zeroed(g, count);
+    let mut planes = ChannelMajor::new(g, count);
+    let runs = planes.at(0, 0)..planes.at(g.cin, 0);
+    planes.buf[runs].fill(T::ZERO);
     let taps = tap_masks(g, count);
     for ci in 0..g.cin {
         for (t, (shift, mask)) in taps.iter().enumerate() {
