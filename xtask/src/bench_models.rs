@@ -470,9 +470,11 @@ fn worker(args: &Args, row: &Row) -> Result<()> {
     let mut step = |i: usize| -> Result<()> {
         match args.worker_mode {
             Mode::Train => {
-                let logits = model.forward(&x, &Pass::train(i as u64))?;
+                // As `cnn train` runs it: weight gradients collected (cnn_models::WeightGrads).
+                let pass = Pass::train(i as u64).collecting();
+                let logits = model.forward(&x, &pass)?;
                 let loss = cross_entropy(&logits, &labels)?;
-                let grads = loss.backward()?;
+                let grads = pass.backward(&loss)?;
                 opt.step(model.params().trainable(), &grads, 1e-4)?;
                 loss.to_scalar::<f32>()?;
             }

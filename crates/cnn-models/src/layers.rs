@@ -135,12 +135,13 @@ pub struct Conv2d {
 impl Conv2d {
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let bias = self.bias.as_ref().map(|b| pass.param(b));
-        let y = ops::conv2d(
+        let y = ops::conv2d_collecting(
             x,
             &pass.param(&self.weight),
             bias.as_ref(),
             self.stride,
             self.padding,
+            pass.weight_grads(),
         )?;
         let params = self.weight.elem_count() + self.bias.as_ref().map_or(0, |b| b.elem_count());
         pass.record(&self.name, "Conv2d", &y, params);
@@ -246,7 +247,8 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
-        let y = ops::linear(x, &pass.param(&self.weight), Some(&pass.param(&self.bias)))?;
+        let (w, b) = (pass.param(&self.weight), pass.param(&self.bias));
+        let y = ops::linear_collecting(x, &w, Some(&b), pass.weight_grads())?;
         pass.record(
             &self.name,
             "Linear",

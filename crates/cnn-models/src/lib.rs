@@ -25,6 +25,7 @@ mod pass;
 mod registry;
 mod resnet;
 mod summary;
+mod weight_grads;
 mod weights;
 
 pub use error::ModelError;
@@ -35,3 +36,4 @@ pub use params::{Param, ParamKind, ParamStore};
 pub use pass::{LayerRecord, Mode, Pass};
 pub use registry::{find_arch, ArchSpec, Network, ARCHITECTURES};
 pub use summary::{thousands, Summary};
+pub use weight_grads::WeightGrads;

@@ -1,7 +1,10 @@
-//! One forward pass's settings: train or eval mode, the dropout seed, and an optional
-//! recorder of each layer's output (for the layer summary).
+//! One forward pass's settings: train or eval mode, the dropout seed, an optional
+//! collector of weight gradients, and an optional recorder of each layer's output (for the
+//! layer summary).
 
-use candle_core::Tensor;
+use crate::weight_grads::WeightGrads;
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor};
 use std::cell::RefCell;
 
 /// Train mode uses batch statistics and dropout; eval mode running statistics and no dropout.
@@ -32,6 +35,7 @@ pub struct Pass {
     pub no_grad: bool,
     /// Seed of this pass's dropout masks (each dropout layer mixes in its own id).
     pub dropout_seed: u64,
+    weight_grads: Option<WeightGrads>,
     trace: Option<RefCell<Vec<LayerRecord>>>,
 }
 
@@ -42,6 +46,7 @@ impl Pass {
             mode: Mode::Eval,
             no_grad: false,
             dropout_seed: 0,
+            weight_grads: None,
             trace: None,
         }
     }
@@ -61,8 +66,35 @@ impl Pass {
             mode: Mode::Train,
             no_grad: false,
             dropout_seed,
+            weight_grads: None,
             trace: None,
         }
+    }
+
+    /// This pass with its convolution and linear weights' gradients collected beside
+    /// candle's gradient store, which costs two passes over every weight to take them in
+    /// (see [`WeightGrads`]; on the CPU kernels only, elsewhere nothing changes).
+    /// **Take the gradients with [`Self::backward`]**: `loss.backward()` alone leaves those
+    /// weights without gradients.
+    pub fn collecting(self) -> Self {
+        Self {
+            weight_grads: Some(WeightGrads::default()),
+            ..self
+        }
+    }
+
+    /// `loss.backward()`, with the gradients this pass collected moved into the store.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        let mut grads = loss.backward()?;
+        if let Some(collected) = &self.weight_grads {
+            collected.move_into(&mut grads)?;
+        }
+        Ok(grads)
+    }
+
+    /// Where the ops of a collecting pass put their weights' gradients.
+    pub(crate) fn weight_grads(&self) -> Option<&WeightGrads> {
+        self.weight_grads.as_ref()
     }
 
     /// An eval pass that records every layer's output shape.
@@ -71,6 +103,7 @@ impl Pass {
             mode: Mode::Eval,
             no_grad: true,
             dropout_seed: 0,
+            weight_grads: None,
             trace: Some(RefCell::new(Vec::new())),
         }
     }

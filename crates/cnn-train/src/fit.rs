@@ -233,8 +233,9 @@ fn run(
             let n = y.elem_count();
             device.synchronize()?;
             let t1 = Instant::now();
-            let logits =
-                model.forward(&x, &Pass::train(dropout_seed(cfg.seed, epoch, batch_index)))?;
+            // Collecting: the weights' gradients skip candle's zeros-then-add (WeightGrads).
+            let pass = Pass::train(dropout_seed(cfg.seed, epoch, batch_index)).collecting();
+            let logits = model.forward(&x, &pass)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
             let correct = count_correct(&logits, &y)?;
@@ -255,7 +256,7 @@ fn run(
                 stop_reason = Stop::Diverged;
                 break 'epochs;
             }
-            let grads = loss.backward()?;
+            let grads = pass.backward(&loss)?;
             device.synchronize()?;
             let t3 = Instant::now();
             opt.step(model.params().trainable(), &grads, lr)?;

@@ -4,14 +4,17 @@
 use super::cpu::conv::{self as kernel, ConvGeom};
 use super::cpu::Element;
 use super::dispatch2;
+use crate::weight_grads::WeightGrads;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-/// `conv2d(x, weight)` without bias, stride and zero padding the same along both axes.
+/// `conv2d(x, weight)` without bias, stride and zero padding the same along both axes; on
+/// the CPU path the weight's gradient goes to `weight_grads` where given.
 pub(crate) fn conv2d_no_bias(
     x: &Tensor,
     weight: &Tensor,
     stride: usize,
     padding: usize,
+    weight_grads: Option<&WeightGrads>,
 ) -> Result<Tensor> {
     let fast = x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
@@ -25,6 +28,7 @@ pub(crate) fn conv2d_no_bias(
         padding,
         // Nothing upstream of the input learns (the first layer's images): skip its gradient.
         input_grad: x.track_op(),
+        weight_grads: weight_grads.cloned(),
     };
     op.geometry(x.dims(), weight.dims())?;
     x.contiguous()?.apply_op2(&weight.contiguous()?, op)
@@ -43,6 +47,7 @@ pub fn conv2d_input_grad(
         stride,
         padding,
         input_grad: true,
+        weight_grads: None,
     };
     let g = op.geometry(x_dims, weight.dims())?;
     weight
@@ -63,17 +68,19 @@ pub fn conv2d_weight_grad(
         stride,
         padding,
         input_grad: true,
+        weight_grads: None,
     };
     let g = op.geometry(x.dims(), w_dims)?;
     x.contiguous()?
         .apply_op2_no_bwd(&gy.contiguous()?, &WeightGrad(g))
 }
 
-#[derive(Clone, Copy)]
 struct Conv {
     stride: usize,
     padding: usize,
     input_grad: bool,
+    /// Where the weight's gradient goes instead of candle's store, if anywhere.
+    weight_grads: Option<WeightGrads>,
 }
 
 impl Conv {
@@ -147,11 +154,17 @@ impl CustomOp2 for Conv {
             true => Some(w.apply_op2_no_bwd(&gy, &InputGrad(g))?),
             false => None,
         };
-        let gw = match w.track_op() {
-            true => Some(x.apply_op2_no_bwd(&gy, &WeightGrad(g))?),
-            false => None,
-        };
-        Ok((gx, gw))
+        if !w.track_op() {
+            return Ok((gx, None));
+        }
+        let gw = x.apply_op2_no_bwd(&gy, &WeightGrad(g))?;
+        match &self.weight_grads {
+            Some(collected) => {
+                collected.push(w, gw);
+                Ok((gx, None))
+            }
+            None => Ok((gx, Some(gw))),
+        }
     }
 }
 

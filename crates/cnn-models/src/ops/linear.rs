@@ -4,10 +4,16 @@
 
 use super::cpu::{gemm, Element, MatRef};
 use super::dispatch2;
+use crate::weight_grads::WeightGrads;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-/// `x (n, in) @ weight (out, in).T`.
-pub(crate) fn matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+/// `x (n, in) @ weight (out, in).T`; on the CPU path the weight's gradient goes to
+/// `weight_grads` where given.
+pub(crate) fn matmul_t(
+    x: &Tensor,
+    weight: &Tensor,
+    weight_grads: Option<&WeightGrads>,
+) -> Result<Tensor> {
     let fast = x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && x.dtype() == weight.dtype()
@@ -22,20 +28,27 @@ pub(crate) fn matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         bail!("linear: input has {inputs} features, weight expects {w_in}")
     }
     let op = MatmulT {
-        n,
-        inputs,
-        outputs,
+        dims: Dims { n, inputs, outputs },
         input_grad: x.track_op(),
+        weight_grads: weight_grads.cloned(),
     };
     x.contiguous()?.apply_op2(&weight.contiguous()?, op)
 }
 
+/// The product's sizes: `x` is n x inputs, the weight outputs x inputs.
 #[derive(Clone, Copy)]
-struct MatmulT {
+struct Dims {
     n: usize,
     inputs: usize,
     outputs: usize,
+}
+
+/// The op candle records: the product, and what its backward computes and where to.
+struct MatmulT {
+    dims: Dims,
     input_grad: bool,
+    /// Where the weight's gradient goes instead of candle's store, if anywhere.
+    weight_grads: Option<WeightGrads>,
 }
 
 /// Which product of the three an op computes.
@@ -49,7 +62,7 @@ enum Pass {
     WeightGrad,
 }
 
-impl MatmulT {
+impl Dims {
     fn run<T: Element>(&self, pass: Pass, a: &[T], b: &[T]) -> Vec<T> {
         let (n, i, o) = (self.n, self.inputs, self.outputs);
         let threads = rayon::current_num_threads();
@@ -102,7 +115,7 @@ impl MatmulT {
 }
 
 /// One of the three products as a no-backward op.
-struct Product(MatmulT, Pass);
+struct Product(Dims, Pass);
 
 impl CustomOp2 for Product {
     fn name(&self) -> &'static str {
@@ -145,7 +158,7 @@ impl CustomOp2 for MatmulT {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Product(*self, Pass::Forward).cpu_fwd(s1, l1, s2, l2)
+        Product(self.dims, Pass::Forward).cpu_fwd(s1, l1, s2, l2)
     }
 
     fn bwd(
@@ -157,13 +170,19 @@ impl CustomOp2 for MatmulT {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gy = gy.contiguous()?;
         let gx = match self.input_grad {
-            true => Some(self.apply(Pass::InputGrad, &gy, w)?),
+            true => Some(self.dims.apply(Pass::InputGrad, &gy, w)?),
             false => None,
         };
-        let gw = match w.track_op() {
-            true => Some(self.apply(Pass::WeightGrad, &gy, x)?),
-            false => None,
-        };
-        Ok((gx, gw))
+        if !w.track_op() {
+            return Ok((gx, None));
+        }
+        let gw = self.dims.apply(Pass::WeightGrad, &gy, x)?;
+        match &self.weight_grads {
+            Some(collected) => {
+                collected.push(w, gw);
+                Ok((gx, None))
+            }
+            None => Ok((gx, Some(gw))),
+        }
     }
 }

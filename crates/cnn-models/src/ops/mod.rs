@@ -27,6 +27,7 @@ pub use dropout::{dropout, dropout_mask};
 pub use kernels::{cpu_kernels, set_cpu_kernels, tune_candle_pool, CpuKernels};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
 
+use crate::weight_grads::WeightGrads;
 use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
 
 /// Runs the f32 or f64 function on one contiguous CPU storage (a unary op's CPU forward);
@@ -107,7 +108,19 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    let y = conv::conv2d_no_bias(x, weight, stride, padding)?;
+    conv2d_collecting(x, weight, bias, stride, padding, None)
+}
+
+/// [`conv2d`], its weight's gradient going to `weight_grads` where given (on the CPU path).
+pub(crate) fn conv2d_collecting(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    weight_grads: Option<&WeightGrads>,
+) -> Result<Tensor> {
+    let y = conv::conv2d_no_bias(x, weight, stride, padding, weight_grads)?;
     match bias {
         Some(b) => bias::add_channel_bias(&y, b),
         None => Ok(y),
@@ -116,7 +129,17 @@ pub fn conv2d(
 
 /// Fully connected layer as PyTorch's `nn.Linear`: `x @ weight.T + bias`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let y = linear::matmul_t(x, weight)?;
+    linear_collecting(x, weight, bias, None)
+}
+
+/// [`linear`], its weight's gradient going to `weight_grads` where given (on the CPU path).
+pub(crate) fn linear_collecting(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    weight_grads: Option<&WeightGrads>,
+) -> Result<Tensor> {
+    let y = linear::matmul_t(x, weight, weight_grads)?;
     match bias {
         // Rank 2: the features are axis 1, where the per-channel bias op adds.
         Some(b) if y.rank() == 2 => bias::add_channel_bias(&y, b),
