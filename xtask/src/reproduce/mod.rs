@@ -27,7 +27,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     pub profile: Profile,
     /// Class-folder data set (one folder per class, e.g. the course's ImageNet-10). Default:
-    /// $CNN_DATA, else Imagenette from the local hub cache, else the built-in synthetic set.
+    /// $CNN_DATA, else ../shared/datasets/imagenette-224 (or under $CNN_SHARED_DIR), else
+    /// Imagenette from the local hub cache, else the built-in synthetic set.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// cpu, cuda or cuda:N (cuda needs `--features cuda`).

@@ -1,5 +1,6 @@
-//! Which data a reproduction uses: `--data`, else `$CNN_DATA`, else Imagenette from the local
-//! Hugging Face hub cache, else the built-in synthetic set (with a banner in the report).
+//! Which data a reproduction uses: `--data`, else `$CNN_DATA`, else the shared Imagenette
+//! folder beside the project, else Imagenette from the local Hugging Face hub cache, else the
+//! built-in synthetic set (with a banner in the report).
 
 use super::plan::Sizes;
 use cnn_data::{DataSpec, FolderOptions, PerClass, SyntheticSpec};
@@ -7,6 +8,15 @@ use std::path::PathBuf;
 
 /// The hub repository tried when no path is given (read from the local cache only).
 pub const HUB_REPO: &str = "frgfm/imagenette";
+
+/// The workplace's Imagenette at 224 px, under the shared folder (`$CNN_SHARED_DIR`, else
+/// `../shared` from the project root, where `cargo xtask` runs), as the tests find it.
+fn shared_imagenette() -> PathBuf {
+    let shared = std::env::var_os("CNN_SHARED_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("../shared"), PathBuf::from);
+    shared.join("datasets/imagenette-224")
+}
 
 /// The chosen data and how it was chosen.
 pub struct Source {
@@ -46,6 +56,13 @@ pub fn resolve(data: Option<PathBuf>, sizes: Sizes) -> Source {
     if let Some(path) = std::env::var_os("CNN_DATA").filter(|v| !v.is_empty()) {
         return folder(PathBuf::from(path), "from $CNN_DATA".into());
     }
+    // Kept relative, as written: a run's config records it, and a finished run is reused
+    // only under the same config, so the committed report's runs match in any clone.
+    let shared = shared_imagenette();
+    if shared.is_dir() {
+        let reason = "no --data or $CNN_DATA; the shared Imagenette folder is there".into();
+        return folder(shared, reason);
+    }
     let hub = DataSpec::Hub {
         repo_id: HUB_REPO.into(),
         revision: "main".into(),
@@ -76,6 +93,9 @@ pub fn resolve(data: Option<PathBuf>, sizes: Sizes) -> Source {
         ),
         spec: DataSpec::Synthetic(spec),
         real: false,
-        reason: format!("no --data, no $CNN_DATA, and the hub copy is unavailable ({hub_error})"),
+        reason: format!(
+            "no --data, no $CNN_DATA, no {}, and the hub copy is unavailable ({hub_error})",
+            shared.display()
+        ),
     }
 }
