@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 /// zero tensor the parameter's size, then adds the gradient into it: a memset and a
 /// three-stream add over every weight each step, for a result equal to the gradient
 /// itself. On these 2 cores that took ~10 % of ResNet18's training step at 32 px and
-/// ~16 % of AlexNet's at 64 px (docs/PERFORMANCE.md). The ops of a collecting pass give
+/// ~15 % of AlexNet's at 64 px (docs/PERFORMANCE.md, session 5). The ops of a collecting pass give
 /// their weights' gradients here instead, and [`Self::move_into`] puts them in the store.
 #[derive(Clone, Default)]
 pub struct WeightGrads(Arc<Mutex<Vec<(Tensor, Tensor)>>>);

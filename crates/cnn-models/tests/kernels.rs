@@ -465,6 +465,9 @@ fn batch_norm_train_matches_the_definition() {
         // Planes longer than the kernel's 16 lanes and 256-value blocks, with remainders.
         [2, 3, 17, 19],
         [3, 2, 16, 32],
+        // Many planes shorter than the lanes, whose sums carry across planes and blocks.
+        [300, 2, 1, 1],
+        [90, 3, 3, 1],
     ];
     for (k, dims) in shapes.into_iter().enumerate() {
         let len: usize = dims.iter().product();
