@@ -1,6 +1,7 @@
 //! The four networks: sizes and names as torchvision's, seeded initialisation with
-//! torchvision's distributions, a sane starting loss, one step that learns, weights I/O
-//! and its errors, input-size limits and the layer summary.
+//! torchvision's distributions, a sane starting loss, collected weight gradients equal to
+//! candle's own, one step that learns, weights I/O and its errors, input-size limits and
+//! the layer summary.
 
 use candle_core::{DType, Device, Tensor};
 use cnn_models::{Model, ModelError, ParamKind, Pass, ARCHITECTURES};
