@@ -337,27 +337,28 @@ fn input_grad_by_input_channels<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> 
         give(dcol);
         part
     });
-    let mut gx = vec![T::ZERO; g.n * g.in_image()];
-    place_ranges(&mut gx, g.in_image(), hw, &ranges, &parts);
-    gx
+    join_ranges(g.n, hw, &ranges, &parts)
 }
 
-/// Copies what each input-channel range made into place: chunk `i` of the part of range
-/// `(c0, cin)` (`cin * unit` values: its planes of image `i`, or its taps of output channel
-/// `i`) goes into chunk `i` of `dst` (chunks `len` long) from `c0 * unit`.
-fn place_ranges<T: Element>(
-    dst: &mut [T],
-    len: usize,
+/// Joins what each input-channel range made, in order: row `i` of the result is chunk `i`
+/// of every range's part (`cin * unit` values: its planes of image `i`, or its taps of
+/// output channel `i`), the ranges in channel order. Appended rather than copied into a
+/// zeroed buffer: every value is written once (the zeroing was ~1 % of ResNet18@32's step).
+fn join_ranges<T: Element>(
+    rows: usize,
     unit: usize,
     ranges: &[(usize, usize)],
     parts: &[Vec<T>],
-) {
-    for (&(c0, cin), part) in ranges.iter().zip(parts) {
-        let chunks = dst.chunks_exact_mut(len).zip(part.chunks_exact(cin * unit));
-        for (chunk, src) in chunks {
-            chunk[c0 * unit..][..cin * unit].copy_from_slice(src);
+) -> Vec<T> {
+    debug_assert!(ranges.windows(2).all(|r| r[0].0 + r[0].1 == r[1].0));
+    let len: usize = ranges.iter().map(|&(_, cin)| cin * unit).sum();
+    let mut out = Vec::with_capacity(rows * len);
+    for row in 0..rows {
+        for (&(_, cin), part) in ranges.iter().zip(parts) {
+            out.extend_from_slice(&part[row * cin * unit..][..cin * unit]);
         }
     }
+    out
 }
 
 /// For a stride-1 conv, the forward conv that computes its input gradient: `gy` (cout
@@ -475,8 +476,7 @@ pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T>
         weight_grad_share(g, p, x, gy, i0, count, &mut acc[..len]);
         acc
     });
-    let mut gw = vec![T::ZERO; len];
-    gw.copy_from_slice(&partials[0][..len]);
+    let mut gw = partials[0][..len].to_vec();
     for part in &partials[1..] {
         for (d, v) in gw.iter_mut().zip(&part[..len]) {
             *d += *v;
@@ -527,8 +527,7 @@ fn weight_grad_by_input_channels<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) ->
         give(col);
         part
     });
-    let mut gw = vec![T::ZERO; g.cout * g.ckk()];
-    place_ranges(&mut gw, g.ckk(), k2, &ranges, &parts);
+    let gw = join_ranges(g.cout, k2, &ranges, &parts);
     parts.into_iter().for_each(give);
     gw
 }
