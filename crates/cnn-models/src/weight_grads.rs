@@ -4,7 +4,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Collects weight gradients during one backward pass (see [`crate::Pass::collecting`]).
 ///
@@ -15,7 +15,28 @@ use std::sync::{Arc, Mutex};
 /// ~15 % of AlexNet's at 64 px (docs/PERFORMANCE.md, session 5). The ops of a collecting pass give
 /// their weights' gradients here instead, and [`Self::move_into`] puts them in the store.
 #[derive(Clone, Default)]
-pub struct WeightGrads(Arc<Mutex<Vec<(Tensor, Tensor)>>>);
+pub struct WeightGrads(Arc<Collected>);
+
+/// The gradients waiting to be moved, shared by the pass and its ops.
+#[derive(Default)]
+struct Collected {
+    waiting: Mutex<Vec<(Tensor, Tensor)>>,
+}
+
+impl Drop for Collected {
+    /// Gradients still here when the pass and its graph are gone were never moved into a
+    /// store: most likely `loss.backward()` was called instead of `Pass::backward`, and
+    /// those weights got no gradient. An optimiser skips parameters without one, so say so.
+    fn drop(&mut self) {
+        let left = self.waiting.get_mut().map_or(0, |v| v.len());
+        if left > 0 {
+            eprintln!(
+                "cnn-models: {left} weight gradients of a collecting pass were never moved into \
+                 a gradient store; take gradients with Pass::backward, not loss.backward()"
+            );
+        }
+    }
+}
 
 impl WeightGrads {
     /// Files `grad` as (a part of) the gradient of `weight`.
@@ -48,11 +69,10 @@ impl WeightGrads {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Tensor, Tensor)>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<(Tensor, Tensor)>> {
         // A panic elsewhere while holding the lock leaves a plain list: still usable.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let waiting = self.0.waiting.lock();
+        waiting.unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
