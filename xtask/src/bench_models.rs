@@ -470,7 +470,7 @@ fn worker(args: &Args, row: &Row) -> Result<()> {
     let mut step = |i: usize| -> Result<()> {
         match args.worker_mode {
             Mode::Train => {
-                // As `cnn train` runs it: weight gradients collected (cnn_models::WeightGrads).
+                // As `cnn train` runs it: weight gradients collected (Pass::collecting).
                 let pass = Pass::train(i as u64).collecting();
                 let logits = model.forward(&x, &pass)?;
                 let loss = cross_entropy(&logits, &labels)?;

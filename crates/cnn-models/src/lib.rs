@@ -36,4 +36,3 @@ pub use params::{Param, ParamKind, ParamStore};
 pub use pass::{LayerRecord, Mode, Pass};
 pub use registry::{find_arch, ArchSpec, Network, ARCHITECTURES};
 pub use summary::{thousands, Summary};
-pub use weight_grads::WeightGrads;

@@ -73,7 +73,7 @@ impl Pass {
 
     /// This pass with its convolution and linear weights' gradients collected beside
     /// candle's gradient store, which costs two passes over every weight to take them in
-    /// (see [`WeightGrads`]; on the CPU kernels only, elsewhere nothing changes).
+    /// (see `weight_grads.rs`; on the CPU kernels only, elsewhere nothing changes).
     /// **Take the gradients with [`Self::backward`]**: `loss.backward()` alone leaves those
     /// weights without gradients.
     pub fn collecting(self) -> Self {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// ~15 % of AlexNet's at 64 px (docs/PERFORMANCE.md, session 5). The ops of a collecting pass give
 /// their weights' gradients here instead, and [`Self::move_into`] puts them in the store.
 #[derive(Clone, Default)]
-pub struct WeightGrads(Arc<Collected>);
+pub(crate) struct WeightGrads(Arc<Collected>);
 
 /// The gradients waiting to be moved, shared by the pass and its ops.
 #[derive(Default)]
@@ -47,7 +47,7 @@ impl WeightGrads {
     /// Moves every collected gradient into `grads`, adding it to what the store already
     /// holds for the same weight (a weight used twice in a pass, or one candle also saw),
     /// as candle's own backward would. Leaves the collector empty.
-    pub fn move_into(&self, grads: &mut GradStore) -> Result<()> {
+    pub(crate) fn move_into(&self, grads: &mut GradStore) -> Result<()> {
         let collected = std::mem::take(&mut *self.lock());
         for (weight, grad) in collected {
             let sum = match grads.remove(&weight) {
@@ -57,16 +57,6 @@ impl WeightGrads {
             grads.insert(&weight, sum);
         }
         Ok(())
-    }
-
-    /// How many gradients wait to be moved.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no gradient waits to be moved.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<(Tensor, Tensor)>> {
@@ -97,9 +87,9 @@ mod tests {
         collected.push(w.as_tensor(), Tensor::new(&[10f32, 20.0], &dev).unwrap());
         collected.push(w.as_tensor(), Tensor::new(&[100f32, 200.0], &dev).unwrap());
         collected.push(other.as_tensor(), Tensor::new(&[7f32], &dev).unwrap());
-        assert_eq!(collected.len(), 3);
+        assert_eq!(collected.lock().len(), 3);
         collected.move_into(&mut grads).unwrap();
-        assert!(collected.is_empty());
+        assert!(collected.lock().is_empty());
         let got = |v: &Var| grads.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(got(&w), [113.0, 223.0]);
         assert_eq!(got(&other), [7.0]);

@@ -233,7 +233,7 @@ fn run(
             let n = y.elem_count();
             device.synchronize()?;
             let t1 = Instant::now();
-            // Collecting: the weights' gradients skip candle's zeros-then-add (WeightGrads).
+            // Collecting: the weights' gradients skip candle's zeros-then-add (Pass::collecting).
             let pass = Pass::train(dropout_seed(cfg.seed, epoch, batch_index)).collecting();
             let logits = model.forward(&x, &pass)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
