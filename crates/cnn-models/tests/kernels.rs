@@ -186,6 +186,8 @@ const CASES: &[Case] = &[
     case(2, 2, (12, 11), 3, (5, 3), 4, 1),   // stride 4, kernel larger than stride
     case(2, 2, (4, 4), 3, (3, 3), 2, 0),     // output 1x1
     case(1, 2, (1, 1), 3, (3, 3), 1, 1),     // 1x1 input, all but the centre padding
+    case(4, 5, (1, 1), 6, (3, 3), 1, 1),     // the same, a batch (ResNet18@32's last stage)
+    case(3, 2, (2, 2), 3, (5, 5), 1, 2),     // 5x5 on 2x2 maps: cut to its centre 3x3
     case(3, 3, (2, 2), 4, (3, 3), 1, 1),     // 2x2 maps (ResNet18@32's last stage)
     case(2, 2, (3, 4), 3, (5, 5), 1, 2),     // same-size 5x5 wider than the map
     case(1, 2, (64, 64), 3, (3, 3), 2, 1),   // 1024 output pixels: padded gradient rows

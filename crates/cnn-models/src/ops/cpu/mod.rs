@@ -7,6 +7,7 @@ mod im2col;
 mod winograd;
 mod winograd_simd;
 
+use candle_core::{Device, Shape, Tensor};
 use std::ops::{Add, AddAssign, Mul, Sub};
 use std::sync::Mutex;
 
@@ -28,6 +29,8 @@ pub(crate) trait Element:
     fn to_f64(self) -> f64;
     /// Idle scratch buffers of this type, shared by all threads.
     fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
+    /// `values` as a CPU tensor of `shape`.
+    fn tensor(values: Vec<Self>, shape: Shape) -> candle_core::Result<Tensor>;
 }
 
 macro_rules! element {
@@ -43,6 +46,9 @@ macro_rules! element {
             }
             fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
                 &$pool
+            }
+            fn tensor(values: Vec<Self>, shape: Shape) -> candle_core::Result<Tensor> {
+                Tensor::from_vec(values, shape, &Device::Cpu)
             }
         }
     };
