@@ -31,18 +31,28 @@ const MAX_V: usize = 1 << 22;
 const MIN_MAP: usize = 8;
 /// Fewest input and output channels for which the 16 smaller GEMMs beat im2col's one.
 const MIN_CHANNELS: usize = 16;
+/// Maps smaller than this (rows or columns) take Winograd only with [`SMALL_MAP_CHANNELS`]
+/// channels or more on both sides: on 8x8 maps of 64 channels (ResNet18's layer 1 at 32
+/// px, batch 32) im2col's GEMM ran forward at 345 GFLOP/s against Winograd's 250-255 and
+/// the weight gradient at 226-243 against 202-213; with 128 channels (layer 2 at 64 px)
+/// Winograd stayed ahead (422 against 353-399, 324-343 against 276-300).
+const SMALL_MAP: usize = 16;
+const SMALL_MAP_CHANNELS: usize = 128;
 
 /// Whether [`forward`] computes this convolution: a stride-1 3x3 kernel, padding at most 2,
-/// output maps of at least [`MIN_MAP`] square and enough channels on both sides.
+/// output maps of at least [`MIN_MAP`] square and enough channels on both sides (more on
+/// maps under [`SMALL_MAP`]).
 pub(crate) fn applies(g: &ConvGeom) -> bool {
+    let channels = g.cin.min(g.cout);
+    let small = g.oh.min(g.ow) < SMALL_MAP;
     g.kh == 3
         && g.kw == 3
         && g.stride == 1
         && g.pad <= 2
         && g.oh >= MIN_MAP
         && g.ow >= MIN_MAP
-        && g.cin >= MIN_CHANNELS
-        && g.cout >= MIN_CHANNELS
+        && channels >= MIN_CHANNELS
+        && (!small || channels >= SMALL_MAP_CHANNELS)
 }
 
 /// Tiles of one image: `(rows, columns)` of 2x2 output tiles.
