@@ -164,6 +164,8 @@ fn cut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, w: &[T]) -> V
 fn uncut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, gw: &[T]) -> Vec<T> {
     let (k2, c2) = (g.kh * g.kw, cut.kh * cut.kw);
     let len = g.cout * g.ckk();
+    // One cut filter per filter, so that every filter below is written.
+    assert_eq!(gw.len(), g.cout * g.cin * c2, "uncut_kernel: gradient size");
     let mut out = Vec::with_capacity(len);
     // Zeroed and filled a filter at a time, while it is in the cache: zeroing the whole
     // 9.4 MB gradient of a 512-channel 3x3 first, then copying the live taps in, was ~1.6 %
@@ -190,7 +192,8 @@ fn uncut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, gw: &[T]) -
                 }
             }
         });
-    // SAFETY: the filters above cover all `len` values and every one was written.
+    // SAFETY: the filters above cover all `len` values (`len` is a multiple of a filter),
+    // each was paired with a cut filter (asserted) and zeroed whole before its taps.
     unsafe { out.set_len(len) };
     out
 }
