@@ -317,10 +317,7 @@ fn ours_sets(args: &Args, row: &Row, mode: Mode, sets: &[Baseline]) -> Result<Ve
 
 /// PyTorch's baseline script, wrapped to report the process's peak RSS as well.
 fn torch(args: &Args, python: &Path, row: &Row, mode: Mode) -> Result<Measure> {
-    let shared = std::env::var_os("CNN_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
-    let script = shared.join("bench/torch_baseline.py");
+    let script = crate::shared_dir().join("bench/torch_baseline.py");
     let wrapper = "import resource, runpy, sys\n\
         sys.argv = sys.argv[1:]\n\
         runpy.run_path(sys.argv[0], run_name='__main__')\n\
@@ -360,13 +357,6 @@ fn kernels_name(k: Baseline) -> &'static str {
         Baseline::NoWinograd => "no-winograd",
         Baseline::NoSimd => "no-simd",
     }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the repository root")
-        .to_path_buf()
 }
 
 /// The whole matrix: for each row and mode, ours, then PyTorch, then candle, one process each.

@@ -91,11 +91,6 @@ pub fn judge(expect: &Expect, report: &Report) -> std::result::Result<String, St
     }
 }
 
-fn shared_dir(arg: Option<PathBuf>) -> PathBuf {
-    arg.or_else(|| std::env::var_os("CNN_SHARED_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("../shared"))
-}
-
 fn config(check: &Check, shared: &Path, out: &Path) -> RunConfig {
     let per_class = check
         .per_class
@@ -121,7 +116,7 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("reading {}", args.baselines.display()))?;
     let baselines: Baselines = serde_json::from_str(&text)
         .with_context(|| format!("parsing {}", args.baselines.display()))?;
-    let shared = shared_dir(args.shared);
+    let shared = args.shared.unwrap_or_else(crate::shared_dir);
     if args.out.exists() {
         std::fs::remove_dir_all(&args.out)
             .with_context(|| format!("emptying {}", args.out.display()))?;

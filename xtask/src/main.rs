@@ -33,6 +33,15 @@ enum Task {
     },
 }
 
+/// The workplace's shared folder (datasets, the PyTorch baseline script): `$CNN_SHARED_DIR`,
+/// else `../shared`, relative to the project root, which `main` enters before any task runs
+/// (kept relative so that configs recording it match in any clone).
+pub(crate) fn shared_dir() -> PathBuf {
+    std::env::var_os("CNN_SHARED_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("../shared"), PathBuf::from)
+}
+
 fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -9,13 +9,9 @@ use std::path::PathBuf;
 /// The hub repository tried when no path is given (read from the local cache only).
 pub const HUB_REPO: &str = "frgfm/imagenette";
 
-/// The workplace's Imagenette at 224 px, under the shared folder (`$CNN_SHARED_DIR`, else
-/// `../shared` from the project root, where `cargo xtask` runs), as the tests find it.
+/// The workplace's Imagenette at 224 px, under the shared folder, as the tests find it.
 fn shared_imagenette() -> PathBuf {
-    let shared = std::env::var_os("CNN_SHARED_DIR")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from("../shared"), PathBuf::from);
-    shared.join("datasets/imagenette-224")
+    crate::shared_dir().join("datasets/imagenette-224")
 }
 
 /// The chosen data and how it was chosen.
