@@ -35,7 +35,7 @@ struct AddBias {
 
 impl AddBias {
     fn forward<T: Element>(&self, x: &[T], b: &[T]) -> Vec<T> {
-        let mut y = vec![T::ZERO; x.len()];
+        let mut y = super::cpu::zeros(x.len());
         let row = self.channels * self.inner;
         y.par_chunks_mut(row)
             .zip(x.par_chunks(row))

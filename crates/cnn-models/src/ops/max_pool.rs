@@ -375,7 +375,7 @@ impl CustomOp1 for MaxPool {
             data: &[T],
             g: Geometry,
         ) -> Vec<T> {
-            let mut out = vec![T::default(); g.planes * g.oh * g.ow];
+            let mut out = super::cpu::zeros(g.planes * g.oh * g.ow);
             let cols = op.columns(g);
             out.par_chunks_mut(g.oh * g.ow)
                 .zip(data.par_chunks(g.h * g.w))
@@ -428,7 +428,7 @@ impl CustomOp3 for MaxPoolBackward {
             grad_out: &[T],
             g: Geometry,
         ) -> Vec<T> {
-            let mut grad_in = vec![T::default(); g.planes * g.h * g.w];
+            let mut grad_in = super::cpu::zeros(g.planes * g.h * g.w);
             let cols = op.columns(g);
             let out_plane = g.oh * g.ow;
             grad_in

@@ -20,7 +20,7 @@ pub(crate) fn relu(x: &Tensor) -> Result<Tensor> {
 }
 
 fn forward<T: Element>(x: &[T]) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = super::cpu::zeros(x.len());
     y.par_chunks_mut(PIECE)
         .zip(x.par_chunks(PIECE))
         .for_each(|(y, x)| {
@@ -34,7 +34,7 @@ fn forward<T: Element>(x: &[T]) -> Vec<T> {
 
 /// The gradient passes where the output is positive (PyTorch's convention at 0: none).
 fn backward<T: Element>(y: &[T], gy: &[T]) -> Vec<T> {
-    let mut gx = vec![T::ZERO; y.len()];
+    let mut gx = super::cpu::zeros(y.len());
     gx.par_chunks_mut(PIECE)
         .zip(y.par_chunks(PIECE).zip(gy.par_chunks(PIECE)))
         .for_each(|(gx, (y, gy))| {

@@ -223,7 +223,7 @@ fn map_values<T: Element>(
     coefs: [&[f64]; 4],
     f: impl Fn([T; 4], [T; 3]) -> T + Sync + Send,
 ) -> Vec<T> {
-    let mut out = vec![T::ZERO; inputs[0].len()];
+    let mut out = super::zeros(inputs[0].len());
     let coef = |c: usize| coefs.map(|k| T::from_f64(k[c]));
     if p.hw < SHORT_PLANE {
         let image = p.c * p.hw;

@@ -9,7 +9,7 @@
 
 pub(crate) use super::im2col::ConvGeom;
 use super::im2col::{col2im_images, im2col_band, im2col_images};
-use super::{gemm, give, take, winograd, Element, MatRef};
+use super::{gemm, give, sum_parts, take, winograd, zeros, Element, MatRef};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -136,7 +136,7 @@ fn cut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, w: &[T]) -> V
     // Filled by index, in parallel: reading the whole kernel is what this costs (9.4 MB
     // for a 512-channel 3x3), as much as the GEMM it saves when done on one thread.
     let (k2, c2) = (g.kh * g.kw, cut.kh * cut.kw);
-    let mut out = vec![T::ZERO; g.cout * g.cin * c2];
+    let mut out = zeros(g.cout * g.cin * c2);
     let filters = w.par_chunks_exact(g.cin * k2);
     let cuts = out.par_chunks_exact_mut(g.cin * c2);
     filters.zip(cuts).for_each(|(filter, dst)| {
@@ -224,7 +224,7 @@ pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
         return winograd::forward(g, x, w);
     }
     let p = plan(g);
-    let mut y = vec![T::ZERO; g.n * g.out_image()];
+    let mut y = zeros(g.n * g.out_image());
     let pieces = y.chunks_mut(p.share * g.out_image());
     shares(g, p, pieces, |i0, count, out| {
         forward_share(g, p, x, w, i0, count, out)
@@ -362,7 +362,7 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
         return input_grad_by_input_channels(g, w, gy);
     }
     let p = plan(g);
-    let mut gx = vec![T::ZERO; g.n * g.in_image()];
+    let mut gx = zeros(g.n * g.in_image());
     let pieces = gx.chunks_mut(p.share * g.in_image());
     shares(g, p, pieces, |i0, count, out| {
         input_grad_share(g, p, w, gy, i0, count, out)
@@ -380,7 +380,7 @@ fn input_grad_by_input_channels<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> 
         let a = MatRef::transposed(&w[c0 * k2..], g.ckk());
         // SAFETY: a is sub.ckk x cout (columns c0 * k2.. of w, transposed), b is cout x cols.
         unsafe { gemm(sub.ckk(), cols, g.cout, &mut dcol, cols, false, a, b, 1) };
-        let mut part = vec![T::ZERO; g.n * sub.in_image()];
+        let mut part = zeros(g.n * sub.in_image());
         col2im_images(sub, &mut dcol, cols, g.n, &mut part, sub.in_image());
         give(dcol);
         part
@@ -390,22 +390,33 @@ fn input_grad_by_input_channels<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> 
 
 /// Joins what each input-channel range made, in order: row `i` of the result is chunk `i`
 /// of every range's part (`cin * unit` values: its planes of image `i`, or its taps of
-/// output channel `i`), the ranges in channel order. Appended rather than copied into a
-/// zeroed buffer: every value is written once (the zeroing was ~1 % of ResNet18@32's step).
+/// output channel `i`), the ranges in channel order. Written once, not into a zeroed buffer
+/// (the zeroing was ~1 % of ResNet18@32's step), and rows in parallel: on one thread, the
+/// 9.4 MB kernel gradient of a 512-channel 3x3 left the other core idle.
 fn join_ranges<T: Element>(
     rows: usize,
     unit: usize,
     ranges: &[(usize, usize)],
     parts: &[Vec<T>],
 ) -> Vec<T> {
-    debug_assert!(ranges.windows(2).all(|r| r[0].0 + r[0].1 == r[1].0));
+    assert!(ranges.windows(2).all(|r| r[0].0 + r[0].1 == r[1].0));
+    assert!(parts.len() == ranges.len());
     let len: usize = ranges.iter().map(|&(_, cin)| cin * unit).sum();
     let mut out = Vec::with_capacity(rows * len);
-    for row in 0..rows {
+    let out_rows = out.spare_capacity_mut()[..rows * len].par_chunks_exact_mut(len.max(1));
+    out_rows.enumerate().for_each(|(row, dst)| {
+        let mut at = 0;
         for (&(_, cin), part) in ranges.iter().zip(parts) {
-            out.extend_from_slice(&part[row * cin * unit..][..cin * unit]);
+            let src = &part[row * cin * unit..][..cin * unit];
+            for (d, &v) in dst[at..][..src.len()].iter_mut().zip(src) {
+                d.write(v);
+            }
+            at += src.len();
         }
-    }
+    });
+    // SAFETY: each of the `rows` rows of `len` values was written by the ranges, whose
+    // `cin * unit` values add up to `len`.
+    unsafe { out.set_len(rows * len) };
     out
 }
 
@@ -432,16 +443,17 @@ fn transposed_geometry(g: &ConvGeom) -> Option<ConvGeom> {
 /// `w'[ci][co][ky][kx] = w[co][ci][kh-1-ky][kw-1-kx]`: the kernel of [`transposed_geometry`].
 fn flipped_transposed<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
     let k2 = g.kh * g.kw;
-    let mut out = vec![T::ZERO; w.len()];
-    for co in 0..g.cout {
-        for ci in 0..g.cin {
+    let mut out = zeros(w.len());
+    // In parallel: on one thread it left the other core idle.
+    let filters = out.par_chunks_exact_mut(g.cout * k2);
+    filters.enumerate().for_each(|(ci, filter)| {
+        for (co, dst) in filter.chunks_exact_mut(k2).enumerate() {
             let src = &w[(co * g.cin + ci) * k2..][..k2];
-            let dst = &mut out[(ci * g.cout + co) * k2..][..k2];
             for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
                 *d = v;
             }
         }
-    }
+    });
     out
 }
 
@@ -520,17 +532,12 @@ pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T>
     let p = plan(g);
     let len = g.cout * g.ckk();
     let accumulators = (0..g.n.div_ceil(p.share)).map(|_| take::<T>(len));
-    let mut partials = shares(g, p, accumulators, |i0, count, mut acc| {
+    let partials = shares(g, p, accumulators, |i0, count, mut acc| {
         weight_grad_share(g, p, x, gy, i0, count, &mut acc[..len]);
         acc
     });
-    let mut gw = partials[0][..len].to_vec();
-    for part in &partials[1..] {
-        for (d, v) in gw.iter_mut().zip(&part[..len]) {
-            *d += *v;
-        }
-    }
-    partials.drain(..).for_each(give);
+    let gw = sum_parts(&partials, len);
+    partials.into_iter().for_each(give);
     gw
 }
 
