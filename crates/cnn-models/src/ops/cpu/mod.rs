@@ -94,8 +94,9 @@ const FILL_CHUNK: usize = 1 << 15;
 
 /// A new vector of `len` zeros, zeroed by the pool's threads. `vec![0.0; len]` zeroes on the
 /// calling thread (glibc's calloc on a reused heap is a memset) while the other core waits
-/// for the parallel work that follows: ResNet18@64's training step had the second thread idle
-/// ~30 % of the time, serial zeroing and kernel transforms the largest part of it.
+/// for the parallel work that follows. With the other one-thread pieces made parallel in the
+/// same change, ResNet18@64 trained 1-3 % faster and inferred 3-6 % (docs/PERFORMANCE.md,
+/// session 7).
 pub(crate) fn zeros<T: Copy + Default + Send + Sync>(len: usize) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
     v.spare_capacity_mut()[..len]

@@ -277,8 +277,7 @@ fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: u
 /// `∂L/∂w[co][ci] = Gᵀ ∂L/∂u[co][ci] G`, the adjoint of [`kernel_transform`], with
 /// `Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]]`, where `∂L/∂u` is the sum of `parts`
 /// (one per thread's share of the batch). Filter by filter in parallel, summing as it goes:
-/// on one thread, after a separate sum, this left the other core idle (~3 % of a ResNet18@64
-/// training step).
+/// on one thread, after a separate sum, it left the other core idle.
 fn kernel_transform_adjoint<T: Element>(g: &ConvGeom, parts: &[Vec<T>]) -> Vec<T> {
     let half = T::from_f64(0.5);
     let gt = |a: [T; 4]| {
@@ -322,8 +321,8 @@ fn kernel_transform_adjoint<T: Element>(g: &ConvGeom, parts: &[Vec<T>]) -> Vec<T
 /// `u[co][e][ci] = (G g Gᵀ)[e]` for every kernel `g = w[co][ci]`, with
 /// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`, in a scratch buffer (hand it back
 /// with `give`). Laid out filter by filter so that the threads transform whole filters in
-/// parallel (on one thread it left the other core idle: ~4 % of a ResNet18@64 training step);
-/// position e of every filter is the GEMMs' `cout x cin` matrix, rows `16 cin` apart.
+/// parallel (on one thread it left the other core idle); position e of every filter is the
+/// GEMMs' `cout x cin` matrix, rows `16 cin` apart.
 fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
     let half = T::from_f64(0.5);
     let filter = POS * g.cin;
