@@ -398,24 +398,23 @@ fn matrix(args: &Args) -> Result<()> {
             ];
             if args.torch.is_some() {
                 let t = combine(rounds.iter().filter_map(|r| r.torch.as_ref()));
-                let ratios: Vec<f64> = rounds.iter().map(Round::ratio_to_torch).collect();
-                let ratio = median_ratio(&rounds);
+                let ratio = median_over(&rounds, Round::ratio_to_torch);
                 line += &format!(" | torch {} ratio={ratio:.2}", t.show());
                 cells.push(format!("{:.2}", t.img_per_s));
                 cells.push(format!("{:.0}", t.peak_rss_mb));
                 cells.push(format!("{ratio:.2}"));
                 if args.rounds > 1 {
-                    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                    let each: Vec<String> = rounds
+                        .iter()
+                        .map(|r| format!("{:.2}", r.ratio_to_torch()))
+                        .collect();
                     line += &format!(" (rounds {})", each.join(", "));
                     cells.push(each.join(", "));
                 }
             }
             for (k, &base) in args.baseline.iter().enumerate() {
                 let c = combine(rounds.iter().map(|r| &r.baselines[k]));
-                let speedups = rounds
-                    .iter()
-                    .map(|r| r.ours.img_per_s / r.baselines[k].img_per_s);
-                let speedup = median(&mut speedups.collect::<Vec<_>>());
+                let speedup = median_over(&rounds, |r| r.ours.img_per_s / r.baselines[k].img_per_s);
                 let name = kernels_name(base);
                 line += &format!(" | {name} {} speedup={speedup:.2}", c.show());
                 cells.push(format!("{:.2}", c.img_per_s));
@@ -465,9 +464,10 @@ impl Round {
     }
 }
 
-/// The median over `rounds` of each round's ours/torch ratio.
-fn median_ratio(rounds: &[Round]) -> f64 {
-    median(&mut rounds.iter().map(Round::ratio_to_torch).collect::<Vec<_>>())
+/// The median over `rounds` of a figure each round gives for itself (its ratio to PyTorch,
+/// its speedup over a kernel set), so that both sides of it come from the same minute.
+fn median_over(rounds: &[Round], figure: impl Fn(&Round) -> f64) -> f64 {
+    median(&mut rounds.iter().map(figure).collect::<Vec<_>>())
 }
 
 fn one_round(args: &Args, row: &Row, mode: Mode) -> Result<Round> {
@@ -798,7 +798,7 @@ fn conv_layers(args: &Args) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{combine, median_ratio, Measure, Round};
+    use super::{combine, median_over, Measure, Round};
 
     fn measure(img_per_s: f64, spread: (f64, f64), peak_rss_mb: f64) -> Measure {
         Measure {
@@ -832,7 +832,7 @@ mod tests {
         let rounds = [round(10.0, 10.0), round(30.0, 20.0), round(20.0, 5.0)];
         let ratios: Vec<f64> = rounds.iter().map(Round::ratio_to_torch).collect();
         assert_eq!(ratios, [1.0, 1.5, 4.0]);
-        assert_eq!(median_ratio(&rounds), 1.5);
+        assert_eq!(median_over(&rounds, Round::ratio_to_torch), 1.5);
         // The medians of each side (20 and 10) come from different rounds: their ratio, 2.0,
         // would pair measurements made at different times.
         let alone = Round {
