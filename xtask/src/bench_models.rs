@@ -109,6 +109,8 @@ enum Baseline {
     GemmSplit,
     /// All ours, but every convolution through im2col + GEMM (no Winograd).
     NoWinograd,
+    /// All ours, but small maps through im2col + GEMM too (no tap-by-tap GEMMs).
+    NoTaps,
     /// All ours, but the portable loops instead of the hand-written AVX-512 code.
     NoSimd,
 }
@@ -138,6 +140,10 @@ impl Baseline {
             },
             Baseline::NoWinograd => CpuKernels {
                 winograd: false,
+                ..CpuKernels::default()
+            },
+            Baseline::NoTaps => CpuKernels {
+                taps: false,
                 ..CpuKernels::default()
             },
             Baseline::NoSimd => CpuKernels {
@@ -360,6 +366,7 @@ fn kernels_name(k: Baseline) -> &'static str {
         Baseline::ConvBnRelu => "conv-bn-relu",
         Baseline::GemmSplit => "gemm-split",
         Baseline::NoWinograd => "no-winograd",
+        Baseline::NoTaps => "no-taps",
         Baseline::NoSimd => "no-simd",
     }
 }

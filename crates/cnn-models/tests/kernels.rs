@@ -206,6 +206,15 @@ const CASES: &[Case] = &[
     case(1, 16, (18, 19), 16, (3, 3), 1, 0),
     // More than 16 output columns with an odd edge: the AVX-512 transforms' second half.
     case(2, 128, (9, 19), 128, (3, 3), 1, 1),
+    // Tap by tap, where padding is a large share of the products (the 2x2 and 3x3 cases
+    // above too): 4x4 maps, a 5x5 kernel on 7x7, a wide 2x5 map, non-square kernels, and a
+    // one-row map whose top and bottom kernel rows read padding only.
+    case(5, 7, (4, 4), 6, (3, 3), 1, 1),
+    case(4, 6, (7, 7), 5, (5, 5), 1, 2),
+    case(3, 4, (2, 5), 5, (3, 3), 1, 1),
+    case(2, 3, (3, 4), 4, (3, 5), 1, 2),
+    case(2, 3, (2, 4), 4, (3, 5), 1, 1), // output rows narrower than the input's
+    case(3, 4, (1, 3), 5, (3, 3), 1, 1),
 ];
 
 /// Held by the tests that run the default kernels or switch to another set: the switch is
@@ -282,6 +291,16 @@ fn conv_with_the_gemm_split_across_threads_matches_too() {
         ..CpuKernels::default()
     };
     check_cases_with(kernels, 50, DType::F64);
+}
+
+#[test]
+fn conv_without_the_tap_by_tap_path_matches_too() {
+    // Small maps back through im2col + GEMM, as they ran before the tap-by-tap path.
+    let kernels = CpuKernels {
+        taps: false,
+        ..CpuKernels::default()
+    };
+    check_cases_with(kernels, 90, DType::F64);
 }
 
 #[test]

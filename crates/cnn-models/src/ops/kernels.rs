@@ -14,6 +14,8 @@ pub struct CpuKernels {
     pub conv_split_batch: bool,
     /// Winograd F(2x2, 3x3) for stride-1 3x3 convolutions (false: im2col + GEMM for all).
     pub winograd: bool,
+    /// Tap-by-tap GEMMs that skip padding on small maps (false: im2col + GEMM there too).
+    pub taps: bool,
     /// One-pass ReLU forward and backward (false: candle's `relu` and its backward).
     pub relu: bool,
     /// Linear layers as one op with GEMMs into contiguous gradients (false: candle's matmul).
@@ -29,6 +31,7 @@ impl Default for CpuKernels {
             batch_norm: true,
             conv_split_batch: true,
             winograd: true,
+            taps: true,
             relu: true,
             linear: true,
             simd: true,
@@ -44,6 +47,7 @@ impl CpuKernels {
             batch_norm: false,
             conv_split_batch: true,
             winograd: false,
+            taps: false,
             relu: false,
             linear: false,
             simd: false,
@@ -58,8 +62,9 @@ const RELU: u8 = 8;
 const LINEAR: u8 = 16;
 const WINOGRAD: u8 = 32;
 const SIMD: u8 = 64;
+const TAPS: u8 = 128;
 static CHOICE: AtomicU8 =
-    AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR | WINOGRAD | SIMD);
+    AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR | WINOGRAD | SIMD | TAPS);
 
 /// Sets the kernels later calls use, process-wide.
 pub fn set_cpu_kernels(k: CpuKernels) {
@@ -71,6 +76,7 @@ pub fn set_cpu_kernels(k: CpuKernels) {
         (k.linear, LINEAR),
         (k.winograd, WINOGRAD),
         (k.simd, SIMD),
+        (k.taps, TAPS),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -89,6 +95,7 @@ pub fn cpu_kernels() -> CpuKernels {
         linear: bits & LINEAR != 0,
         winograd: bits & WINOGRAD != 0,
         simd: bits & SIMD != 0,
+        taps: bits & TAPS != 0,
     }
 }
 

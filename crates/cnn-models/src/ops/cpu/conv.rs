@@ -5,11 +5,13 @@
 //! runs image by image with the GEMM itself split across threads. Within a share, images
 //! go through in chunks side by side in one column matrix so that small feature maps
 //! (7x7 at ResNet's last stage) still give the GEMM a wide enough N, and an image whose
-//! column matrix is too wide for the cache goes through in bands of output rows.
+//! column matrix is too wide for the cache goes through in bands of output rows. Stride-1
+//! 3x3 convs on larger maps go to [`winograd`] instead, and small maps where padding is a
+//! large share of the products to [`taps`].
 
 pub(crate) use super::im2col::ConvGeom;
 use super::im2col::{col2im_images, im2col_band, im2col_images};
-use super::{gemm, give, sum_parts, take, winograd, zeros, Element, MatRef};
+use super::{gemm, give, sum_parts, take, taps, winograd, zeros, Element, MatRef};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -126,6 +128,11 @@ fn band_rows(g: &ConvGeom) -> Option<usize> {
 
 /// Whether `g` runs through Winograd: it applies, it is switched on, and the batch splits
 /// across the threads (its GEMMs run single-threaded, one share each).
+/// Whether [`taps`] computes `g` (small maps where padding is a large share of the products).
+fn use_taps(g: &ConvGeom) -> bool {
+    crate::ops::cpu_kernels().taps && taps::applies(g)
+}
+
 fn use_winograd(g: &ConvGeom) -> bool {
     let k = crate::ops::cpu_kernels();
     k.winograd && k.conv_split_batch && g.n >= rayon::current_num_threads() && winograd::applies(g)
@@ -219,6 +226,9 @@ pub(crate) fn forward_keeping_cut<T: Element>(
 pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
     if let Some((cut, k0)) = g.trimmed() {
         return forward(&cut, x, &cut_kernel(g, &cut, k0, w));
+    }
+    if use_taps(g) {
+        return taps::forward(g, x, w);
     }
     if use_winograd(g) {
         return winograd::forward(g, x, w);
@@ -348,6 +358,9 @@ fn forward_banded<T: Element>(
 pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
     if let Some((cut, k0)) = g.trimmed() {
         return input_grad(&cut, &cut_kernel(g, &cut, k0, w), gy);
+    }
+    if use_taps(g) {
+        return taps::input_grad(g, w, gy);
     }
     if let Some(t) = transposed_geometry(g) {
         // On small maps col2im's GEMM was as fast or faster (64 channels at 8x8: 0.54 ms
@@ -522,6 +535,9 @@ fn input_grad_share<T: Element>(
 pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
     if let Some((cut, k0)) = g.trimmed() {
         return uncut_kernel(g, &cut, k0, &weight_grad(&cut, x, gy));
+    }
+    if use_taps(g) {
+        return taps::weight_grad(g, x, gy);
     }
     if use_winograd(g) {
         return winograd::weight_grad(g, x, gy);

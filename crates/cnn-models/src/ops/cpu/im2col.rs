@@ -92,7 +92,7 @@ impl ConvGeom {
 
     /// The output columns `[lo, hi)` whose input column `ox * stride + k - pad` lies inside
     /// a row of `len` pixels (the rest read padding).
-    fn valid(&self, k: usize, len: usize, out: usize) -> (usize, usize) {
+    pub fn valid(&self, k: usize, len: usize, out: usize) -> (usize, usize) {
         let (s, p) = (self.stride, self.pad);
         let lo = if k >= p { 0 } else { (p - k).div_ceil(s) };
         let hi = if len + p > k {

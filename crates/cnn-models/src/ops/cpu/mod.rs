@@ -4,6 +4,7 @@
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
 mod im2col;
+mod taps;
 mod winograd;
 mod winograd_simd;
 
@@ -152,6 +153,15 @@ impl<T> MatRef<T> {
             ptr: data.as_ptr(),
             rs: ld as isize,
             cs: 1,
+        }
+    }
+
+    /// Element (i, j) at `data[i * rs + j * cs]`.
+    pub fn strided(data: &[T], rs: usize, cs: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            rs: rs as isize,
+            cs: cs as isize,
         }
     }
 
