@@ -78,6 +78,31 @@ impl ConvGeom {
         })
     }
 
+    /// A square map and kernel for tests: `[n, cin, cout]` images and channels.
+    #[cfg(test)]
+    pub fn square(
+        [n, cin, cout]: [usize; 3],
+        size: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        let out = (size + 2 * pad - k) / stride + 1;
+        ConvGeom {
+            n,
+            cin,
+            h: size,
+            w: size,
+            cout,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            oh: out,
+            ow: out,
+        }
+    }
+
     /// [`Self::valid`] for every kernel row and every kernel column, computed once per call:
     /// on 2x2 maps its divisions, redone per input channel, were half of im2col's time.
     fn valid_spans(&self) -> (Vec<Span>, Vec<Span>) {
@@ -513,20 +538,7 @@ mod tests {
     use super::ConvGeom;
 
     fn geom(size: usize, k: usize, stride: usize, pad: usize) -> ConvGeom {
-        let out = (size + 2 * pad - k) / stride + 1;
-        ConvGeom {
-            n: 2,
-            cin: 3,
-            h: size,
-            w: size,
-            cout: 4,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            oh: out,
-            ow: out,
-        }
+        ConvGeom::square([2, 3, 4], size, k, stride, pad)
     }
 
     /// (kernel, padding, first tap kept) of the trimmed conv, if any.

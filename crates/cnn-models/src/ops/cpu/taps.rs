@@ -264,20 +264,7 @@ mod tests {
     use super::*;
 
     fn geom(size: usize, k: usize, stride: usize, pad: usize) -> ConvGeom {
-        let out = (size + 2 * pad - k) / stride + 1;
-        ConvGeom {
-            n: 2,
-            cin: 1,
-            h: size,
-            w: size,
-            cout: 1,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            oh: out,
-            ow: out,
-        }
+        ConvGeom::square([2, 1, 1], size, k, stride, pad)
     }
 
     #[test]
