@@ -206,15 +206,19 @@ const CASES: &[Case] = &[
     case(1, 16, (18, 19), 16, (3, 3), 1, 0),
     // More than 16 output columns with an odd edge: the AVX-512 transforms' second half.
     case(2, 128, (9, 19), 128, (3, 3), 1, 1),
-    // Tap by tap, where padding is a large share of the products (the 2x2 and 3x3 cases
-    // above too): 4x4 maps, a 5x5 kernel on 7x7, a wide 2x5 map, non-square kernels, and a
-    // one-row map whose top and bottom kernel rows read padding only.
-    case(5, 7, (4, 4), 6, (3, 3), 1, 1),
-    case(4, 6, (7, 7), 5, (5, 5), 1, 2),
-    case(3, 4, (2, 5), 5, (3, 3), 1, 1),
-    case(2, 3, (3, 4), 4, (3, 5), 1, 2),
-    case(2, 3, (2, 4), 4, (3, 5), 1, 1), // output rows narrower than the input's
-    case(3, 4, (1, 3), 5, (3, 3), 1, 1),
+    // Tap by tap, where padding is a large share of the products and the batch has 8+
+    // images: 2x2, 3x3, 4x4 and 7x7 maps, a 5x5 kernel on 7x7, a wide 2x5 map, non-square
+    // kernels, output rows narrower than the input's, and a one-row map whose top and
+    // bottom kernel rows read padding only.
+    case(8, 3, (2, 2), 4, (3, 3), 1, 1),
+    case(9, 8, (3, 3), 7, (3, 3), 1, 1),
+    case(8, 7, (4, 4), 6, (3, 3), 1, 1),
+    case(8, 5, (7, 7), 6, (3, 3), 1, 1),
+    case(8, 6, (7, 7), 5, (5, 5), 1, 2),
+    case(9, 4, (2, 5), 5, (3, 3), 1, 1),
+    case(8, 3, (3, 4), 4, (3, 5), 1, 2),
+    case(8, 3, (2, 4), 4, (3, 5), 1, 1),
+    case(8, 4, (1, 3), 5, (3, 3), 1, 1),
 ];
 
 /// Held by the tests that run the default kernels or switch to another set: the switch is

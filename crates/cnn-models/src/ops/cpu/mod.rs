@@ -156,15 +156,6 @@ impl<T> MatRef<T> {
         }
     }
 
-    /// Element (i, j) at `data[i * rs + j * cs]`.
-    pub fn strided(data: &[T], rs: usize, cs: usize) -> Self {
-        Self {
-            ptr: data.as_ptr(),
-            rs: rs as isize,
-            cs: cs as isize,
-        }
-    }
-
     /// The transpose of a row-major matrix with `ld` elements between rows.
     pub fn transposed(data: &[T], ld: usize) -> Self {
         Self {

@@ -6,25 +6,31 @@
 //! pixel (4x4 maps: 44 of 144), and im2col multiplies those zeros like any other value.
 //! Here the batch is laid out channel-major, `[c][y][x][n]`, so that for a tap `(ky, kx)`
 //! and an output row (stride 1) the output pixels it reaches, and the input pixels they
-//! read, are each one run of contiguous columns. A tap's weights are read in place, one
-//! value per tap apart: for 512 channels that measured faster than first copying the
-//! kernel tap by tap (0.5 ms a call). The weight gradient is written tap by tap and laid
-//! back out at the end. The threads split output channels (forward, weight gradient) or
-//! input channels (input gradient), so there are no partial sums to add.
+//! read, are each one run of contiguous columns. The kernel is copied tap by tap first
+//! (`[co][tap][ci]`) so that each tap's weights are contiguous rows: read in place, a value
+//! per tap apart, every GEMM call would stream all of the kernel's cache lines, and in a
+//! whole training step that was slower (ResNet34@64 3.5 %). The weight gradient is written
+//! in the same layout and laid back out at the end. The threads split output channels
+//! (forward, weight gradient) or input channels (input gradient): no partial sums to add.
 
 use super::conv::ConvGeom;
 use super::{gemm, give, take, zeros, Element, MatRef};
 use rayon::prelude::*;
 
 /// Largest share of im2col's products that may read the input for this path to be taken:
-/// 0.69 on 4x4 maps (ResNet's layer 3 at 64 px), 0.44 on 2x2, 0.6 for AlexNet's 3x3 maps
-/// at 64 px; 0.88 on 8x8 maps, 0.9 and up at 224 px.
-const MAX_LIVE_SHARE: f64 = 0.75;
+/// 0.44 on 2x2 maps, 0.6 on 3x3, 0.69 on 4x4 (ResNet's layer 3 at 64 px), 0.82 on 7x7
+/// (ResNet's layer 4 at 224 px); 8x8 maps, at 0.84, stay with Winograd or im2col.
+const MAX_LIVE_SHARE: f64 = 0.83;
+/// Fewest images for this path: its GEMMs are a few pixels of every image wide, and the
+/// kernel is laid out tap by tap on every call (0.5 ms for 512 channels), so a lone image
+/// ran ResNet18@224 inference 15 % slower than im2col.
+const MIN_BATCH: usize = 8;
 
-/// Whether the tap-by-tap path computes `g`: a stride-1 kernel of several taps where
-/// padding takes more than `1 - MAX_LIVE_SHARE` of im2col's products.
+/// Whether the tap-by-tap path computes `g`: a batch of [`MIN_BATCH`] or more through a
+/// stride-1 kernel of several taps, where padding takes more than `1 - MAX_LIVE_SHARE` of
+/// im2col's products.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
-    let taps = g.kh * g.kw > 1 && g.stride == 1 && g.ohw() > 0;
+    let taps = g.kh * g.kw > 1 && g.stride == 1 && g.ohw() > 0 && g.n >= MIN_BATCH;
     taps && live_share(g) <= MAX_LIVE_SHARE
 }
 
@@ -126,6 +132,23 @@ fn from_channel_major<T: Element>(src: &[T], n: usize, c: usize, p: usize) -> Ve
     out
 }
 
+/// `w[co][ci][tap]` -> `[co][tap][ci]`, filter by filter (each stays in cache).
+fn taps_major<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
+    let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
+    let mut out = take::<T>(g.cout * unit);
+    let filters = out[..g.cout * unit].par_chunks_exact_mut(unit);
+    filters
+        .zip(w.par_chunks_exact(unit))
+        .for_each(|(dst, src)| {
+            for (tap, row) in dst.chunks_exact_mut(g.cin).enumerate() {
+                for (ci, d) in row.iter_mut().enumerate() {
+                    *d = src[ci * k2 + tap];
+                }
+            }
+        });
+    out
+}
+
 /// `[co][tap][ci]` -> `w[co][ci][tap]`, into a new vector.
 fn taps_minor<T: Element>(g: &ConvGeom, wt: &[T]) -> Vec<T> {
     let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
@@ -151,7 +174,8 @@ fn rows_per_thread(rows: usize) -> usize {
 /// `y = conv(x, w)` for an NCHW batch and OIHW kernel (see [`applies`]).
 pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
     let (in_len, out_len) = (g.h * g.w * g.n, g.ohw() * g.n);
-    let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
+    let unit = g.kh * g.kw * g.cin;
+    let wt = taps_major(g, w);
     let xt = to_channel_major(x, g.n, g.cin, g.h * g.w);
     let runs = runs(g);
     let mut yt = zeros::<T>(g.cout * out_len);
@@ -160,7 +184,7 @@ pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
     parts.for_each(|(t, rows)| {
         let (co0, m) = (t * per, rows.len() / out_len);
         for r in &runs {
-            let a = MatRef::strided(&w[co0 * unit + r.tap..], unit, k2);
+            let a = MatRef::rows(&wt[co0 * unit + r.tap * g.cin..], unit);
             let b = MatRef::rows(&xt[r.input..], in_len);
             // SAFETY: a is m x cin, the tap's weights in filters co0..co0 + m; b is cin x
             // cols, one run of every input channel's plane (r.input + cols <= in_len).
@@ -180,6 +204,7 @@ pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
         }
     });
     give(xt);
+    give(wt);
     from_channel_major(&yt, g.n, g.cout, g.ohw())
 }
 
@@ -188,7 +213,7 @@ pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
 pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
     let (in_len, out_len) = (g.h * g.w * g.n, g.ohw() * g.n);
     let unit = g.kh * g.kw * g.cin;
-    let k2 = g.kh * g.kw;
+    let wt = taps_major(g, w);
     let gyt = to_channel_major(gy, g.n, g.cout, g.ohw());
     let runs = runs(g);
     let mut gxt = zeros::<T>(g.cin * in_len);
@@ -197,7 +222,7 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
     parts.for_each(|(t, rows)| {
         let (ci0, m) = (t * per, rows.len() / in_len);
         for r in &runs {
-            let a = MatRef::strided(&w[ci0 * k2 + r.tap..], k2, unit);
+            let a = MatRef::transposed(&wt[r.tap * g.cin + ci0..], unit);
             let b = MatRef::rows(&gyt[r.output..], out_len);
             // SAFETY: a is m x cout, input channels ci0..ci0 + m of the tap in every filter;
             // b is cout x cols, one run of every output channel's plane.
@@ -217,6 +242,7 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
         }
     });
     give(gyt);
+    give(wt);
     from_channel_major(&gxt, g.n, g.cin, g.h * g.w)
 }
 
@@ -264,7 +290,7 @@ mod tests {
     use super::*;
 
     fn geom(size: usize, k: usize, stride: usize, pad: usize) -> ConvGeom {
-        ConvGeom::square([2, 1, 1], size, k, stride, pad)
+        ConvGeom::square([8, 1, 1], size, k, stride, pad)
     }
 
     #[test]
@@ -275,7 +301,16 @@ mod tests {
         assert!((live_share(&geom(4, 3, 1, 1)) - 100.0 / 144.0).abs() < 1e-12);
         // 4x4 to 2x2 at stride 2: per axis 2 + 3 of 6.
         assert!((live_share(&geom(4, 3, 2, 1)) - 25.0 / 36.0).abs() < 1e-12);
-        assert!(applies(&geom(4, 3, 1, 1)) && !applies(&geom(8, 3, 1, 1)));
+        assert!(applies(&geom(4, 3, 1, 1)) && applies(&geom(7, 3, 1, 1)));
+        assert!(
+            !applies(&geom(8, 3, 1, 1)),
+            "8x8 maps (0.84) stay off this path"
+        );
+        let one_image = ConvGeom {
+            n: 1,
+            ..geom(4, 3, 1, 1)
+        };
+        assert!(!applies(&one_image), "a lone image stays off this path");
         assert!(!applies(&geom(4, 3, 2, 1)), "stride 2 stays on im2col");
         assert!(
             !applies(&geom(2, 1, 1, 0)),
@@ -285,7 +320,7 @@ mod tests {
 
     #[test]
     fn runs_cover_each_output_pixel_once_per_tap_that_reaches_it() {
-        // 3x3 on 2x2: 16 (pixel, tap) pairs of 2 images, 32 columns.
+        // 3x3 on 2x2: 16 (pixel, tap) pairs of each image.
         let g = geom(2, 3, 1, 1);
         let runs = runs(&g);
         assert_eq!(runs.iter().map(|r| r.cols).sum::<usize>(), 16 * g.n);
@@ -309,7 +344,7 @@ mod tests {
         assert_eq!(left, [(g.n, 0), (3 * g.n, 2 * g.n)]);
         // 4x4: 100 pairs.
         let runs = super::runs(&geom(4, 3, 1, 1));
-        assert_eq!(runs.iter().map(|r| r.cols).sum::<usize>(), 100 * 2);
+        assert_eq!(runs.iter().map(|r| r.cols).sum::<usize>(), 100 * g.n);
     }
 
     #[test]
