@@ -8,10 +8,11 @@
 //! and an output row (stride 1) the output pixels it reaches, and the input pixels they
 //! read, are each one run of contiguous columns. The kernel is copied tap by tap first
 //! (`[co][tap][ci]`) so that each tap's weights are contiguous rows: read in place, a value
-//! per tap apart, every GEMM call would stream all of the kernel's cache lines, and whole
-//! ResNet18@64 training steps were 1.5-3.3 % slower that way. The weight gradient is written
-//! in the same layout and laid back out at the end. The threads split output channels
-//! (forward, weight gradient) or input channels (input gradient): no partial sums to add.
+//! per tap apart, every GEMM call would stream all of the kernel's cache lines: whole
+//! ResNet18@64 training steps ran up to 3.3 % slower that way (6 of 7 paired runs), though
+//! AlexNet@64, whose kernels are 1-3.5 MB, loses 1-6 % to the copy. The weight gradient
+//! is written in the same layout and laid back out at the end. The threads split output
+//! channels (forward, weight gradient) or input channels (input gradient): no partial sums.
 
 use super::conv::ConvGeom;
 use super::{gemm, give, take, zeros, Element, MatRef};
