@@ -363,12 +363,11 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
         return taps::input_grad(g, w, gy);
     }
     if let Some(t) = transposed_geometry(g) {
-        // On small maps col2im's GEMM was as fast or faster with 64 channels (8x8: 0.54 ms
-        // against 0.71, batch 32), so Winograd takes them from 14x14 (at 224 px ResNet's
-        // layer 3, 256 channels at 14x14, runs 2x faster through it), or with 128 channels
-        // and more (ResNet's layer 2 at 64 px, 8x8: 358-364 -> 405-407 GFLOP/s).
-        let large = (t.oh >= 14 && t.ow >= 14) || t.cin.min(t.cout) >= 128;
-        if large && use_winograd(&t) {
+        // The forward's rule holds here too: on maps under 16x16 Winograd needs 128+
+        // channels (with 64 at 8x8 col2im's GEMM was faster, 0.54 ms against 0.71, batch
+        // 32; with 128, ResNet's layer 2 at 64 px, Winograd ran 405-407 GFLOP/s against
+        // 358-364), and at 224 px ResNet's layer 3 (256 channels, 14x14) runs 2x faster.
+        if use_winograd(&t) {
             return winograd::forward(&t, gy, &flipped_transposed(g, w));
         }
     }
