@@ -1,12 +1,13 @@
 //! 2-D convolution: on the CPU a custom op over the im2col + GEMM kernels in `cpu::conv`,
 //! elsewhere (CUDA) candle's own `conv2d`.
 
-use super::cpu::conv::{self as kernel, ConvGeom};
+use super::cpu::conv::{self as kernel, ConvGeom, Prepared};
 use super::cpu::Element;
-use super::dispatch2;
+use super::{contiguous_slice, dispatch2};
 use crate::weight_grads::WeightGrads;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use std::sync::Mutex;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use std::any::Any;
+use std::sync::{Mutex, MutexGuard};
 
 /// `conv2d(x, weight)` without bias, stride and zero padding the same along both axes; on
 /// the CPU path the weight's gradient goes to `weight_grads` where given.
@@ -30,7 +31,7 @@ pub(crate) fn conv2d_no_bias(
         // Nothing upstream of the input learns (the first layer's images): skip its gradient.
         input_grad: x.track_op(),
         weight_grads: weight_grads.cloned(),
-        cut: Mutex::new(None),
+        kept: Mutex::new(None),
     };
     op.geometry(x.dims(), weight.dims())?;
     x.contiguous()?.apply_op2(&weight.contiguous()?, op)
@@ -50,7 +51,7 @@ pub fn conv2d_input_grad(
         padding,
         input_grad: true,
         weight_grads: None,
-        cut: Mutex::new(None),
+        kept: Mutex::new(None),
     };
     let g = op.geometry(x_dims, weight.dims())?;
     weight
@@ -72,7 +73,7 @@ pub fn conv2d_weight_grad(
         padding,
         input_grad: true,
         weight_grads: None,
-        cut: Mutex::new(None),
+        kept: Mutex::new(None),
     };
     let g = op.geometry(x.dims(), w_dims)?;
     x.contiguous()?
@@ -85,10 +86,14 @@ struct Conv {
     input_grad: bool,
     /// Where the weight's gradient goes instead of candle's store, if anywhere.
     weight_grads: Option<WeightGrads>,
-    /// The cut geometry and kernel the forward pass ran with where the conv is trimmed to
-    /// its live taps (`ConvGeom::trimmed`), kept for the input gradient: cutting reads the
-    /// whole kernel, and done twice a step it was ~3 % of ResNet18@32's training step.
-    cut: Mutex<Option<(ConvGeom, Tensor)>>,
+    /// The kernel the forward pass prepared (`kernel::Prepared` of the input's element
+    /// type), kept for the input gradient.
+    kept: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// Locks a kept kernel's slot; a panic elsewhere while holding it leaves a plain option.
+fn slot(kept: &Mutex<Option<Box<dyn Any + Send>>>) -> MutexGuard<'_, Option<Box<dyn Any + Send>>> {
+    kept.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Conv {
@@ -144,24 +149,18 @@ impl CustomOp2 for Conv {
         let g = self.geometry(l1.dims(), l2.dims())?;
         fn run<'a, T: Element>(
             g: &'a ConvGeom,
-            keep: Option<&'a Mutex<Option<(ConvGeom, Tensor)>>>,
+            keep: Option<&'a Mutex<Option<Box<dyn Any + Send>>>>,
         ) -> impl FnOnce(&[T], &[T]) -> Vec<T> + 'a {
             move |x, w| match keep {
                 Some(keep) => {
-                    let (y, cut) = kernel::forward_keeping_cut(g, x, w);
-                    let cut = cut.and_then(|(cut, w_cut)| {
-                        let dims = (cut.cout, cut.cin, cut.kh, cut.kw);
-                        // Cannot fail (the length matches); without it the backward cuts again.
-                        let w_cut = T::tensor(w_cut, Shape::from(dims)).ok()?;
-                        Some((cut, w_cut))
-                    });
-                    *keep.lock().unwrap_or_else(|e| e.into_inner()) = cut;
+                    let (y, prepared) = kernel::forward_keeping(g, x, w);
+                    *slot(keep) = prepared.map(|p| Box::new(p) as Box<dyn Any + Send>);
                     y
                 }
                 None => kernel::forward(g, x, w),
             }
         }
-        let keep = self.input_grad.then_some(&self.cut);
+        let keep = self.input_grad.then_some(&self.kept);
         let out = dispatch2(
             self.name(),
             (s1, l1),
@@ -181,9 +180,11 @@ impl CustomOp2 for Conv {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.geometry(x.dims(), w.dims())?;
         let gy = gy.contiguous()?;
-        let cut = self.cut.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let gx = match (self.input_grad, cut) {
-            (true, Some((cut, w_cut))) => Some(w_cut.apply_op2_no_bwd(&gy, &InputGrad(cut))?),
+        let kept = slot(&self.kept).take();
+        let gx = match (self.input_grad, kept) {
+            (true, Some(kept)) => {
+                Some(gy.apply_op1_no_bwd(&PreparedInputGrad(Mutex::new(Some(kept))))?)
+            }
             (true, None) => Some(w.apply_op2_no_bwd(&gy, &InputGrad(g))?),
             (false, _) => None,
         };
@@ -225,6 +226,44 @@ impl CustomOp2 for InputGrad {
             |w, gy| kernel::input_grad(g, w, gy),
         )?;
         Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
+    }
+}
+
+/// Output gradient -> input gradient, from the kernel the forward pass prepared (taken
+/// out of the op on its one run).
+struct PreparedInputGrad(Mutex<Option<Box<dyn Any + Send>>>);
+
+impl PreparedInputGrad {
+    fn run<T: Element>(&self, gy: &[T]) -> Result<(Vec<T>, Shape)> {
+        let kept = slot(&self.0).take();
+        let Some(Ok(p)) = kept.map(|k| k.downcast::<Prepared<T>>()) else {
+            bail!("{}: no prepared kernel of the gradient's type", self.name())
+        };
+        let g = p.geom;
+        Ok((
+            kernel::input_grad_prepared(&p, gy),
+            Shape::from((g.n, g.cin, g.h, g.w)),
+        ))
+    }
+}
+
+impl CustomOp1 for PreparedInputGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-prepared-input-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok(match s {
+            CpuStorage::F32(gy) => {
+                let (gx, shape) = self.run(contiguous_slice(gy, l, self.name())?)?;
+                (CpuStorage::F32(gx), shape)
+            }
+            CpuStorage::F64(gy) => {
+                let (gx, shape) = self.run(contiguous_slice(gy, l, self.name())?)?;
+                (CpuStorage::F64(gx), shape)
+            }
+            _ => bail!("{}: only f32 or f64 tensors are supported", self.name()),
+        })
     }
 }
 

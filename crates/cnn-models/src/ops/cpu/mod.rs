@@ -8,7 +8,6 @@ mod taps;
 mod winograd;
 mod winograd_simd;
 
-use candle_core::{Device, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::{Add, AddAssign, Mul, Sub};
@@ -32,8 +31,6 @@ pub(crate) trait Element:
     fn to_f64(self) -> f64;
     /// Idle scratch buffers of this type, shared by all threads.
     fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
-    /// `values` as a CPU tensor of `shape`.
-    fn tensor(values: Vec<Self>, shape: Shape) -> candle_core::Result<Tensor>;
 }
 
 macro_rules! element {
@@ -49,9 +46,6 @@ macro_rules! element {
             }
             fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
                 &$pool
-            }
-            fn tensor(values: Vec<Self>, shape: Shape) -> candle_core::Result<Tensor> {
-                Tensor::from_vec(values, shape, &Device::Cpu)
             }
         }
     };

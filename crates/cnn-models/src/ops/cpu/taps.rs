@@ -10,7 +10,9 @@
 //! (`[co][tap][ci]`) so that each tap's weights are contiguous rows: read in place, a value
 //! per tap apart, every GEMM call would stream all of the kernel's cache lines: whole
 //! ResNet18@64 training steps ran up to 3.3 % slower that way (6 of 7 paired runs), though
-//! AlexNet@64, whose kernels are 1-3.5 MB, loses 1-6 % to the copy. The weight gradient
+//! AlexNet@64, whose kernels are 1-3.5 MB, loses 1-6 % to the copy. The forward pass's copy
+//! is kept for the input gradient (`conv::Prepared`): made again there, the copies took
+//! 4.6 % of ResNet18@64's training step. The weight gradient
 //! is written in the same layout and laid back out at the end. The threads split output
 //! channels (forward, weight gradient) or input channels (input gradient): no partial sums.
 
@@ -133,20 +135,26 @@ fn from_channel_major<T: Element>(src: &[T], n: usize, c: usize, p: usize) -> Ve
     out
 }
 
-/// `w[co][ci][tap]` -> `[co][tap][ci]`, filter by filter (each stays in cache).
-fn taps_major<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
+/// `w[co][ci][tap]` -> `[co][tap][ci]`, filter by filter (each stays in cache): the kernel
+/// [`forward`] and [`input_grad`] read. A new vector written without zeroing first, not
+/// a scratch buffer: the forward pass keeps it for the input gradient.
+pub(crate) fn taps_major<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
     let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
-    let mut out = take::<T>(g.cout * unit);
-    let filters = out[..g.cout * unit].par_chunks_exact_mut(unit);
+    let len = g.cout * unit;
+    assert_eq!(w.len(), len, "taps: kernel of {} values for {g:?}", w.len());
+    let mut out = Vec::with_capacity(len);
+    let filters = out.spare_capacity_mut()[..len].par_chunks_exact_mut(unit);
     filters
         .zip(w.par_chunks_exact(unit))
         .for_each(|(dst, src)| {
             for (tap, row) in dst.chunks_exact_mut(g.cin).enumerate() {
                 for (ci, d) in row.iter_mut().enumerate() {
-                    *d = src[ci * k2 + tap];
+                    d.write(src[ci * k2 + tap]);
                 }
             }
         });
+    // SAFETY: the `cout` filters of `unit` values each were all written above.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -172,11 +180,10 @@ fn rows_per_thread(rows: usize) -> usize {
     rows.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
-/// `y = conv(x, w)` for an NCHW batch and OIHW kernel (see [`applies`]).
-pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
+/// `y = conv(x, w)` for an NCHW batch (see [`applies`]), `wt` the kernel from [`taps_major`].
+pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], wt: &[T]) -> Vec<T> {
     let (in_len, out_len) = (g.h * g.w * g.n, g.ohw() * g.n);
     let unit = g.kh * g.kw * g.cin;
-    let wt = taps_major(g, w);
     let xt = to_channel_major(x, g.n, g.cin, g.h * g.w);
     let runs = runs(g);
     let mut yt = zeros::<T>(g.cout * out_len);
@@ -205,16 +212,14 @@ pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
         }
     });
     give(xt);
-    give(wt);
     from_channel_major(&yt, g.n, g.cout, g.ohw())
 }
 
 /// The gradient with respect to the input: each tap's `w^T gy` added into the input pixels
-/// it read.
-pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
+/// it read; `wt` the kernel from [`taps_major`].
+pub(crate) fn input_grad<T: Element>(g: &ConvGeom, wt: &[T], gy: &[T]) -> Vec<T> {
     let (in_len, out_len) = (g.h * g.w * g.n, g.ohw() * g.n);
     let unit = g.kh * g.kw * g.cin;
-    let wt = taps_major(g, w);
     let gyt = to_channel_major(gy, g.n, g.cout, g.ohw());
     let runs = runs(g);
     let mut gxt = zeros::<T>(g.cin * in_len);
@@ -243,7 +248,6 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
         }
     });
     give(gyt);
-    give(wt);
     from_channel_major(&gxt, g.n, g.cin, g.h * g.w)
 }
 
