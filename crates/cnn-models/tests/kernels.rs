@@ -219,6 +219,9 @@ const CASES: &[Case] = &[
     case(8, 3, (3, 4), 4, (3, 5), 1, 2),
     case(8, 3, (2, 4), 4, (3, 5), 1, 1),
     case(8, 4, (1, 3), 5, (3, 3), 1, 1),
+    // 4x4 maps of 32 images: planes of 2 KiB (f32) and 4 KiB (f64), which the weight
+    // gradient lays a cache line apart.
+    case(32, 3, (4, 4), 4, (3, 3), 1, 1),
 ];
 
 /// Held by the tests that run the default kernels or switch to another set: the switch is
