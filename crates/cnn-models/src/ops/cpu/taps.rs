@@ -128,12 +128,13 @@ fn to_channel_major<T: Element>(src: &[T], n: usize, c: usize, p: usize, ld: usi
     out
 }
 
-/// `[c][p][n]` -> `[n][c][p]`, into a new vector.
+/// `[c][p][n]` -> `[n][c][p]`, into a new vector (written without zeroing first).
 fn from_channel_major<T: Element>(src: &[T], n: usize, c: usize, p: usize) -> Vec<T> {
-    let mut out = zeros::<T>(n * c * p);
+    let len = n * c * p;
+    let mut out = Vec::with_capacity(len);
     let per = rows_per_thread(n);
-    let shares = out.par_chunks_mut((per * c * p).max(1)).enumerate();
-    shares.for_each(|(t, images)| {
+    let shares = out.spare_capacity_mut()[..len].par_chunks_mut((per * c * p).max(1));
+    shares.enumerate().for_each(|(t, images)| {
         // Channel by channel, so that the channel's block of src stays in cache while each
         // image's plane is written in order.
         for ci in 0..c {
@@ -141,11 +142,13 @@ fn from_channel_major<T: Element>(src: &[T], n: usize, c: usize, p: usize) -> Ve
             for (j, image) in images.chunks_exact_mut(c * p).enumerate() {
                 let img = t * per + j;
                 for (pi, d) in image[ci * p..][..p].iter_mut().enumerate() {
-                    *d = block[pi * n + img];
+                    d.write(block[pi * n + img]);
                 }
             }
         }
     });
+    // SAFETY: the shares cover all `n` images, and every pixel of every channel of each.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -172,20 +175,29 @@ pub(crate) fn taps_major<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
     out
 }
 
-/// `[co][tap][ci]` -> `w[co][ci][tap]`, into a new vector.
+/// `[co][tap][ci]` -> `w[co][ci][tap]`, into a new vector (written without zeroing first).
 fn taps_minor<T: Element>(g: &ConvGeom, wt: &[T]) -> Vec<T> {
     let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
-    let mut out = zeros::<T>(g.cout * unit);
-    let filters = out.par_chunks_exact_mut(unit);
+    let len = g.cout * unit;
+    assert_eq!(
+        wt.len(),
+        len,
+        "taps: gradient of {} values for {g:?}",
+        wt.len()
+    );
+    let mut out = Vec::with_capacity(len);
+    let filters = out.spare_capacity_mut()[..len].par_chunks_exact_mut(unit);
     filters
         .zip(wt.par_chunks_exact(unit))
         .for_each(|(dst, src)| {
             for (ci, taps) in dst.chunks_exact_mut(k2).enumerate() {
                 for (tap, d) in taps.iter_mut().enumerate() {
-                    *d = src[tap * g.cin + ci];
+                    d.write(src[tap * g.cin + ci]);
                 }
             }
         });
+    // SAFETY: the `cout` filters of `unit` values each were all written above.
+    unsafe { out.set_len(len) };
     out
 }
 
