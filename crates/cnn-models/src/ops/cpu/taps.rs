@@ -19,7 +19,6 @@
 use super::conv::ConvGeom;
 use super::{gemm, give, take, zeros, Element, MatRef};
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
 /// Largest share of im2col's products that may read the input for this path to be taken:
 /// 0.44 on 2x2 maps, 0.6 on 3x3, 0.69 on 4x4 (ResNet's layer 3 at 64 px), 0.82 on 7x7
@@ -157,20 +156,19 @@ fn from_channel_major<T: Element>(src: &[T], n: usize, c: usize, p: usize) -> Ve
 /// [`forward`] and [`input_grad`] read. A new vector written without zeroing first, not
 /// a scratch buffer: the forward pass keeps it for the input gradient.
 pub(crate) fn taps_major<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
-    let (k2, cin) = (g.kh * g.kw, g.cin);
-    let unit = k2 * cin;
+    let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
     let len = g.cout * unit;
     assert_eq!(w.len(), len, "taps: kernel of {} values for {g:?}", w.len());
     let mut out = Vec::with_capacity(len);
     let filters = out.spare_capacity_mut()[..len].par_chunks_exact_mut(unit);
     filters
         .zip(w.par_chunks_exact(unit))
-        .for_each(|(dst, src)| match k2 {
-            9 => filter_taps_major::<T, 9>(src, dst, cin),
-            25 => filter_taps_major::<T, 25>(src, dst, cin),
-            _ => (0..cin * k2).for_each(|i| {
-                dst[(i % k2) * cin + i / k2].write(src[i]);
-            }),
+        .for_each(|(dst, src)| {
+            for (tap, row) in dst.chunks_exact_mut(g.cin).enumerate() {
+                for (ci, d) in row.iter_mut().enumerate() {
+                    d.write(src[ci * k2 + tap]);
+                }
+            }
         });
     // SAFETY: the `cout` filters of `unit` values each were all written above.
     unsafe { out.set_len(len) };
@@ -179,86 +177,28 @@ pub(crate) fn taps_major<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
 
 /// `[co][tap][ci]` -> `w[co][ci][tap]`, into a new vector (written without zeroing first).
 fn taps_minor<T: Element>(g: &ConvGeom, wt: &[T]) -> Vec<T> {
-    let (k2, cin) = (g.kh * g.kw, g.cin);
-    let unit = k2 * cin;
+    let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
     let len = g.cout * unit;
-    let got = wt.len();
-    assert_eq!(got, len, "taps: gradient of {got} values for {g:?}");
+    assert_eq!(
+        wt.len(),
+        len,
+        "taps: gradient of {} values for {g:?}",
+        wt.len()
+    );
     let mut out = Vec::with_capacity(len);
     let filters = out.spare_capacity_mut()[..len].par_chunks_exact_mut(unit);
     filters
         .zip(wt.par_chunks_exact(unit))
-        .for_each(|(dst, src)| match k2 {
-            9 => filter_taps_minor::<T, 9>(src, dst, cin),
-            25 => filter_taps_minor::<T, 25>(src, dst, cin),
-            _ => (0..cin * k2).for_each(|i| {
-                dst[i].write(src[(i % k2) * cin + i / k2]);
-            }),
+        .for_each(|(dst, src)| {
+            for (ci, taps) in dst.chunks_exact_mut(k2).enumerate() {
+                for (tap, d) in taps.iter_mut().enumerate() {
+                    d.write(src[tap * g.cin + ci]);
+                }
+            }
         });
     // SAFETY: the `cout` filters of `unit` values each were all written above.
     unsafe { out.set_len(len) };
     out
-}
-
-/// Channels the filter transposes below move at a time: 16 channels of every tap go
-/// through a small array, read and written in order, which LLVM compiles to vector moves.
-/// Indexing value by value instead (a stride of `K` or `cin` on one side) ran 1.2-2.4x
-/// slower: a 512-channel 3x3 gradient laid back out took 1.0-1.4 ms against 0.56-0.61, the
-/// kernel laid out tap by tap 0.64-0.65 against 0.49-0.52 (2 threads, memory not in cache).
-const BLOCK: usize = 16;
-
-/// One filter, `src[ci][tap]` -> `dst[tap][ci]` (`cin` channels of `K` taps).
-fn filter_taps_major<T: Element, const K: usize>(
-    src: &[T],
-    dst: &mut [MaybeUninit<T>],
-    cin: usize,
-) {
-    let whole = cin / BLOCK * BLOCK;
-    for ci0 in (0..whole).step_by(BLOCK) {
-        let block = &src[ci0 * K..][..BLOCK * K];
-        let mut rows = [[T::ZERO; BLOCK]; K];
-        for (j, taps) in block.chunks_exact(K).enumerate() {
-            for (row, &v) in rows.iter_mut().zip(taps) {
-                row[j] = v;
-            }
-        }
-        for (tap, row) in rows.iter().enumerate() {
-            for (d, &v) in dst[tap * cin + ci0..][..BLOCK].iter_mut().zip(row) {
-                d.write(v);
-            }
-        }
-    }
-    for ci in whole..cin {
-        for tap in 0..K {
-            dst[tap * cin + ci].write(src[ci * K + tap]);
-        }
-    }
-}
-
-/// One filter, `src[tap][ci]` -> `dst[ci][tap]` (`cin` channels of `K` taps).
-fn filter_taps_minor<T: Element, const K: usize>(
-    src: &[T],
-    dst: &mut [MaybeUninit<T>],
-    cin: usize,
-) {
-    let whole = cin / BLOCK * BLOCK;
-    for ci0 in (0..whole).step_by(BLOCK) {
-        let rows: [[T; BLOCK]; K] = std::array::from_fn(|tap| {
-            let row = &src[tap * cin + ci0..][..BLOCK];
-            std::array::from_fn(|j| row[j])
-        });
-        let block = &mut dst[ci0 * K..][..BLOCK * K];
-        for (j, taps) in block.chunks_exact_mut(K).enumerate() {
-            for (d, row) in taps.iter_mut().zip(&rows) {
-                d.write(row[j]);
-            }
-        }
-    }
-    for ci in whole..cin {
-        for tap in 0..K {
-            dst[ci * K + tap].write(src[tap * cin + ci]);
-        }
-    }
 }
 
 /// Rows of `rows` each thread takes (at least one).
@@ -441,8 +381,7 @@ mod tests {
 
     #[test]
     fn kernels_lay_out_tap_by_tap_and_back() {
-        // 37 channels: two blocks of 16 and a remainder of 5; 3x3 and 5x5 take the blocked
-        // loops, 3x5 the plain one.
+        // Square and non-square kernels over 37 channels.
         for (kh, kw) in [(3, 3), (5, 5), (3, 5)] {
             let g = ConvGeom {
                 kh,
