@@ -419,6 +419,41 @@ fn conv_gradients_match_finite_differences() {
 }
 
 #[test]
+fn an_input_read_by_two_convolutions_gets_the_sum_of_both_gradients() {
+    // candle-core is patched (vendor/candle-core/PATCHED.md) to keep a custom op's first
+    // gradient for a tensor as it is and add the later ones into it: here the input feeds
+    // two convolutions, whose gradients the reference gives one by one.
+    let (c1, c2) = (
+        case(2, 3, (6, 5), 4, (3, 3), 1, 1),
+        case(2, 3, (6, 5), 2, (1, 1), 2, 0),
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let [xs, ws1, ys1] = c1.shapes();
+    let [_, ws2, ys2] = c2.shapes();
+    let x = random_vec(xs.iter().product(), &mut rng);
+    let (w1, w2) = (
+        random_vec(ws1.iter().product(), &mut rng),
+        random_vec(ws2.iter().product(), &mut rng),
+    );
+    let (r1, r2) = (
+        random_vec(ys1.iter().product(), &mut rng),
+        random_vec(ys2.iter().product(), &mut rng),
+    );
+    let [_, gx1, _] = c1.reference(&x, &w1, &r1);
+    let [_, gx2, _] = c2.reference(&x, &w2, &r2);
+    let expected: Vec<f64> = gx1.iter().zip(&gx2).map(|(a, b)| a + b).collect();
+    let xv = Var::from_tensor(&tensor(&x, &xs, DType::F64)).unwrap();
+    let weighted = |c: Case, w: &[f64], ws: &[usize], r: &[f64], ys: &[usize]| {
+        let y = ops::conv2d(&xv, &tensor(w, ws, DType::F64), None, c.stride, c.pad).unwrap();
+        (y * tensor(r, ys, DType::F64)).unwrap().sum_all().unwrap()
+    };
+    let loss = (weighted(c1, &w1, &ws1, &r1, &ys1) + weighted(c2, &w2, &ws2, &r2, &ys2)).unwrap();
+    let grads = loss.backward().unwrap();
+    let got = values(grads.get(&xv).unwrap());
+    assert!(relative_error(&got, &expected) < 1e-12);
+}
+
+#[test]
 fn conv_skips_the_input_gradient_when_nothing_upstream_learns() {
     // The first layer: plain images in, a learned kernel. The weight gradient must still
     // be right without the input's.
