@@ -263,7 +263,10 @@ pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
         return forward(&cut, x, &cut_kernel(g, &cut, k0, w));
     }
     if use_taps(g) {
-        return taps::forward(g, x, &taps::taps_major(g, w));
+        let wt = taps::taps_major_scratch(g, w);
+        let y = taps::forward(g, x, &wt);
+        give(wt);
+        return y;
     }
     if use_winograd(g) {
         return winograd::forward(g, x, w);
@@ -395,7 +398,10 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
         return input_grad(&cut, &cut_kernel(g, &cut, k0, w), gy);
     }
     if use_taps(g) {
-        return taps::input_grad(g, &taps::taps_major(g, w), gy);
+        let wt = taps::taps_major_scratch(g, w);
+        let gx = taps::input_grad(g, &wt, gy);
+        give(wt);
+        return gx;
     }
     if let Some(t) = transposed_geometry(g) {
         // The forward's rule holds here too: on maps under 16x16 Winograd needs 128+
