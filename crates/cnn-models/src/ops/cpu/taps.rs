@@ -452,7 +452,7 @@ mod tests {
         // Element (img 2, channel 1, pixel 3) sits at [1][3][2].
         assert_eq!(t[(p + 3) * n + 2], ((2 * c + 1) * p + 3) as f64);
         assert_eq!(from_channel_major(&t[..n * c * p], n, c, p), x);
-        // Planes laid further apart hold the same values, the gap between them untouched.
+        // Planes laid further apart hold the same values at their new offsets.
         let ld = p * n + 4;
         let spaced = to_channel_major(&x, n, c, p, ld);
         assert_eq!(spaced[ld + 3 * n + 2], t[(p + 3) * n + 2]);
