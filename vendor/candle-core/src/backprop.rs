@@ -762,8 +762,8 @@ impl GradStore {
     /// Get the gradient tensor associated with the given tensor, or, if it does not exist,
     /// insert a tensor of zeroes, with the same shape and type as the given tensors and return it
     /// Adds `grad` into the gradient held for `tensor`, or holds `grad` itself if there is
-    /// none yet. (Patched in by cnn-toolkit, see PATCHED.md: `or_insert` followed by an `add`
-    /// creates a zero tensor and adds into it, two passes over memory for the first
+    /// none yet. (Patched in by cnn-candle, see PATCHED.md: `or_insert` then `add` makes a
+    /// zero tensor and a sum of it and the gradient, three passes over memory for the first
     /// gradient of every tensor; used here for custom ops' gradients.)
     fn accumulate(&mut self, tensor: &Tensor, grad: Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
