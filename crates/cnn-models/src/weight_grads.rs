@@ -1,6 +1,10 @@
 //! Weight gradients that the convolution and linear ops hand over beside candle's gradient
-//! store, to be moved into it after `backward`: the store adds every gradient it receives
-//! into a zeroed tensor of the parameter's size, two passes over every weight per step.
+//! store, to be moved into it after `backward`: stock candle's store adds every gradient it
+//! receives into a zeroed tensor of the parameter's size, two passes over every weight per
+//! step. The workspace's patched candle-core (vendor/candle-core/PATCHED.md) now stores a
+//! custom op's first gradient as it is, for every argument, which makes this collector
+//! redundant while the patch is in; it stays so that dropping the patch (on a candle
+//! upgrade) does not bring the weights' zero-and-add back.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
@@ -8,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Collects weight gradients during one backward pass (see [`crate::Pass::collecting`]).
 ///
-/// candle's backward gives each op's gradient to `GradStore::or_insert`, which creates a
+/// Stock candle's backward gives each op's gradient to `GradStore::or_insert`, which creates a
 /// zero tensor the parameter's size, then adds the gradient into it: a memset and a
 /// three-stream add over every weight each step, for a result equal to the gradient
 /// itself. On these 2 cores that took ~10 % of ResNet18's training step at 32 px and

@@ -126,13 +126,13 @@ fn band_rows(g: &ConvGeom) -> Option<usize> {
     (wide && !g.is_same_size() && !g.is_pointwise()).then_some(even)
 }
 
-/// Whether `g` runs through Winograd: it applies, it is switched on, and the batch splits
-/// across the threads (its GEMMs run single-threaded, one share each).
 /// Whether [`taps`] computes `g` (small maps where padding is a large share of the products).
 fn use_taps(g: &ConvGeom) -> bool {
     crate::ops::cpu_kernels().taps && taps::applies(g)
 }
 
+/// Whether `g` runs through Winograd: it applies, it is switched on, and the batch splits
+/// across the threads (its GEMMs run single-threaded, one share each).
 fn use_winograd(g: &ConvGeom) -> bool {
     let k = crate::ops::cpu_kernels();
     k.winograd && k.conv_split_batch && g.n >= rayon::current_num_threads() && winograd::applies(g)
