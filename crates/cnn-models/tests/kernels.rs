@@ -206,6 +206,13 @@ const CASES: &[Case] = &[
     case(1, 16, (18, 19), 16, (3, 3), 1, 0),
     // More than 16 output columns with an odd edge: the AVX-512 transforms' second half.
     case(2, 128, (9, 19), 128, (3, 3), 1, 1),
+    // Outputs 16 or 8 wide: 2 or 4 tile rows side by side in the AVX-512 lanes (padding
+    // 0-2; 12 rows of 8 are 6 tile rows, no whole group of 4: one at a time).
+    case(2, 16, (16, 16), 17, (3, 3), 1, 1),
+    case(2, 17, (18, 20), 16, (3, 3), 1, 0),
+    case(3, 16, (10, 14), 16, (3, 3), 1, 2),
+    case(2, 128, (8, 8), 129, (3, 3), 1, 1),
+    case(2, 128, (12, 8), 128, (3, 3), 1, 1),
     // Tap by tap, where padding is a large share of the products and the batch has 8+
     // images: 2x2, 3x3, 4x4 and 7x7 maps, a 5x5 kernel on 7x7, a wide 2x5 map, non-square
     // kernels, output rows narrower than the input's, and a one-row map whose top and

@@ -225,13 +225,11 @@ fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: u
     for co in 0..g.cout {
         let plane = &gy[co * g.ohw()..][..g.ohw()];
         if let (true, Some(plane), Some(dm)) = (simd, as_f32(plane), as_f32_mut(dm)) {
-            for ty in 0..th {
-                for tx0 in (0..tw).step_by(16) {
-                    let len = (tw - tx0).min(16);
-                    let at = co * ld + col0 + ty * tw + tx0;
-                    let rows = output_rows(g, ty, tx0, len);
-                    simd::grad_output_tiles(plane, rows, len, dm, (at, g.cout * ld));
-                }
+            for (ty, tx0, len) in simd_runs(g) {
+                let at = co * ld + col0 + ty * tw + tx0;
+                let (rows, count) = output_rows(g, ty, tx0, len);
+                let rows = &rows[..row_groups(g)];
+                simd::grad_output_tiles(plane, (rows, count), len, dm, (at, g.cout * ld));
             }
             continue;
         }
@@ -368,6 +366,7 @@ fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, co
     let mut padded = vec![T::ZERO; ph * pw + simd::OVERREAD];
     let mut run = [[T::ZERO; TILE_RUN]; POS];
     let simd = simd::available();
+    let groups = row_groups(g);
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..][..g.h * g.w];
         for (y, row) in plane.chunks_exact(g.w).enumerate().take(ph - g.pad) {
@@ -375,13 +374,12 @@ fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, co
             padded[(y + g.pad) * pw + g.pad..][..len].copy_from_slice(&row[..len]);
         }
         if let (true, Some(padded), Some(v)) = (simd, as_f32(&padded), as_f32_mut(v)) {
-            for ty in 0..th {
-                for tx0 in (0..tw).step_by(16) {
-                    let start = 2 * ty * pw + 2 * tx0;
-                    let rows = std::array::from_fn(|r| start + r * pw);
-                    let at = ci * ld + col0 + ty * tw + tx0;
-                    simd::input_tiles(padded, rows, (tw - tx0).min(16), v, (at, g.cin * ld));
-                }
+            for (ty, tx0, len) in simd_runs(g) {
+                let rows: [[usize; 4]; 4] = std::array::from_fn(|k| {
+                    std::array::from_fn(|r| (2 * (ty + k) + r) * pw + 2 * tx0)
+                });
+                let at = ci * ld + col0 + ty * tw + tx0;
+                simd::input_tiles(padded, &rows[..groups], len, v, (at, g.cin * ld));
             }
             continue;
         }
@@ -432,13 +430,11 @@ fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y
     for co in 0..g.cout {
         let plane = &mut y[co * g.ohw()..][..g.ohw()];
         if let (true, Some(m), Some(plane)) = (simd, as_f32(m), as_f32_mut(plane)) {
-            for ty in 0..th {
-                for tx0 in (0..tw).step_by(16) {
-                    let len = (tw - tx0).min(16);
-                    let at = co * ld + col0 + ty * tw + tx0;
-                    let rows = output_rows(g, ty, tx0, len);
-                    simd::output_tiles(m, (at, g.cout * ld), len, plane, rows);
-                }
+            for (ty, tx0, len) in simd_runs(g) {
+                let at = co * ld + col0 + ty * tw + tx0;
+                let (rows, count) = output_rows(g, ty, tx0, len);
+                let rows = &rows[..row_groups(g)];
+                simd::output_tiles(m, (at, g.cout * ld), len, plane, (rows, count));
             }
             continue;
         }
@@ -478,12 +474,44 @@ fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y
     }
 }
 
-/// Where `len` tiles from tile `(ty, tx0)` lie in an output plane: the start of each of
-/// their two rows (`None` past the map's bottom edge) and the values per row (two per tile,
-/// fewer at the right edge), as the AVX-512 transforms take them.
-fn output_rows(g: &ConvGeom, ty: usize, tx0: usize, len: usize) -> ([Option<usize>; 2], usize) {
-    let rows = [0, 1].map(|r| (2 * ty + r < g.oh).then(|| (2 * ty + r) * g.ow + 2 * tx0));
-    (rows, (2 * len).min(g.ow - 2 * tx0))
+/// Tile rows the AVX-512 transforms take side by side in their 16 lanes: 2 on maps 16
+/// wide, 4 on maps 8 wide (8 or 4 tiles a row, ResNet's layers 1 and 2 at 64 px), where
+/// the map is whole tiles and its tile rows come in such groups; else 1. One row at a time,
+/// the transforms of those layers ran half or a quarter of their lanes.
+fn row_groups(g: &ConvGeom) -> usize {
+    let (th, tw) = tiles(g);
+    let whole = g.oh == 2 * th && g.ow == 2 * tw;
+    match tw {
+        4 | 8 if whole && th % (16 / tw) == 0 => 16 / tw,
+        _ => 1,
+    }
+}
+
+/// The calls the AVX-512 transforms make for one plane: `(ty, tx0, len)`, the first tile
+/// row and column and the tiles (lanes) used, a group of [`row_groups`] tile rows at a time.
+fn simd_runs(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> {
+    let (th, tw) = tiles(g);
+    let groups = row_groups(g);
+    (0..th).step_by(groups).flat_map(move |ty| {
+        (0..tw)
+            .step_by(16)
+            .map(move |tx0| (ty, tx0, (groups * (tw - tx0)).min(16)))
+    })
+}
+
+/// Where `len` tiles from tile `(ty, tx0)` lie in an output plane, for each of the tile
+/// rows from `ty` (the first [`row_groups`] are the groups' rows): the start of each of
+/// their two rows (`None` past the map's bottom edge), and the values per row (two per
+/// tile, fewer at the right edge), as the AVX-512 transforms take them.
+fn output_rows(
+    g: &ConvGeom,
+    ty: usize,
+    tx0: usize,
+    len: usize,
+) -> ([[Option<usize>; 2]; 4], usize) {
+    let row = |y: usize| (y < g.oh).then(|| y * g.ow + 2 * tx0);
+    let rows = std::array::from_fn(|k| [0, 1].map(|r| row(2 * (ty + k) + r)));
+    (rows, (2 * len / row_groups(g)).min(g.ow - 2 * tx0))
 }
 
 /// `s` as f32 values, if `T` is f32 (for the hand-written f32 transforms).
