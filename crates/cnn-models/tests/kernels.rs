@@ -195,7 +195,7 @@ const CASES: &[Case] = &[
     case(2, 2, (32, 32), 3, (1, 1), 1, 0),   // the same, pointwise (no longer in place)
     case(1, 120, (32, 32), 2, (3, 3), 1, 1), // the same, gradients split by input channel
     case(1, 1, (401, 399), 2, (3, 3), 2, 1), // a wide column matrix: two bands of rows, 101 + 100
-    // Winograd F(2x2, 3x3): stride 1, outputs of 8x8 and more, 16+ channels (128+ on maps
+    // Winograd F(2x2, 3x3): stride 1, outputs of 8x8 and more, 16+ channels (64+ on maps
     // under 16x16); odd maps, padding 0-2, batch 1 and a batch split across threads.
     case(3, 128, (9, 11), 130, (3, 3), 1, 1),
     case(1, 130, (10, 12), 128, (3, 3), 1, 0),
@@ -213,6 +213,7 @@ const CASES: &[Case] = &[
     case(3, 16, (10, 14), 16, (3, 3), 1, 2),
     case(2, 128, (8, 8), 129, (3, 3), 1, 1),
     case(2, 128, (12, 8), 128, (3, 3), 1, 1),
+    case(4, 64, (8, 8), 65, (3, 3), 1, 1), // the fewest channels on maps under 16x16
     // Tap by tap, where padding is a large share of the products and the batch has 8+
     // images: 2x2, 3x3, 4x4 and 7x7 maps, a 5x5 kernel on 7x7, a wide 2x5 map, non-square
     // kernels, output rows narrower than the input's, and a one-row map whose top and

@@ -404,10 +404,11 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> 
         return gx;
     }
     if let Some(t) = transposed_geometry(g) {
-        // The forward's rule holds here too: on maps under 16x16 Winograd needs 128+
-        // channels (with 64 at 8x8 col2im's GEMM was faster, 0.54 ms against 0.71, batch
-        // 32; with 128, ResNet's layer 2 at 64 px, Winograd ran 405-407 GFLOP/s against
-        // 358-364), and at 224 px ResNet's layer 3 (256 channels, 14x14) runs 2x faster.
+        // The forward's rule holds here too: on maps under 16x16 Winograd needs 64+
+        // channels (at 8x8 with 64, batch 32, it runs 454 GFLOP/s against col2im's 316
+        // since its transforms fill their lanes with 4 tile rows; with 128, ResNet's layer
+        // 2 at 64 px, it ran 405-407 against 358-364 before that), and at 224 px ResNet's
+        // layer 3 (256 channels, 14x14) runs 2x faster.
         if use_winograd(&t) {
             return winograd::forward(&t, gy, &flipped_transposed(g, w));
         }

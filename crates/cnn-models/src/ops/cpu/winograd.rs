@@ -32,12 +32,13 @@ const MIN_MAP: usize = 8;
 /// Fewest input and output channels for which the 16 smaller GEMMs beat im2col's one.
 const MIN_CHANNELS: usize = 16;
 /// Maps smaller than this (rows or columns) take Winograd only with [`SMALL_MAP_CHANNELS`]
-/// channels or more on both sides: on 8x8 maps of 64 channels (ResNet18's layer 1 at 32
-/// px, batch 32) im2col's GEMM ran forward at 345 GFLOP/s against Winograd's 250-255 and
-/// the weight gradient at 226-243 against 202-213; with 128 channels (layer 2 at 64 px)
-/// Winograd stayed ahead (422 against 353-399, 324-343 against 276-300).
+/// channels or more on both sides. With one tile row per AVX-512 call, 8x8 maps of 64
+/// channels (ResNet18's layer 1 at 32 px, batch 32) ran faster through im2col (forward 345
+/// GFLOP/s against 250-255); with 4 tile rows per call ([`row_groups`]) Winograd runs them
+/// at 412 forward, 454 input gradient, 317 weight gradient (im2col's: 328, 316, 223), and
+/// ResNet18@32 trains 6-7 % faster.
 const SMALL_MAP: usize = 16;
-const SMALL_MAP_CHANNELS: usize = 128;
+const SMALL_MAP_CHANNELS: usize = 64;
 
 /// Whether [`forward`] computes this convolution: a stride-1 3x3 kernel, padding at most 2,
 /// output maps of at least [`MIN_MAP`] square and enough channels on both sides (more on
