@@ -178,7 +178,8 @@ fn short_plane_sums<T: Element>(
 #[inline(always)]
 fn through_relu<T: Element>(relu: bool, g: T, y: T) -> T {
     // Not `y <= 0`: NaN outputs pass no gradient either.
-    if relu && y.partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    if relu && !(y > T::ZERO) {
         T::ZERO
     } else {
         g
