@@ -370,14 +370,9 @@ fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, co
     let groups = row_groups(g);
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..][..g.h * g.w];
-        let (rows, len) = (g.h.min(ph - g.pad), g.w.min(pw - g.pad));
-        let at = g.pad * pw + g.pad;
-        if let (true, Some(src), Some(dst)) = (simd, as_f32(plane), as_f32_mut(&mut padded)) {
-            simd::copy_rows(src, g.w, dst, (at, pw), (rows, len));
-        } else {
-            for (y, row) in plane.chunks_exact(g.w).take(rows).enumerate() {
-                padded[at + y * pw..][..len].copy_from_slice(&row[..len]);
-            }
+        for (y, row) in plane.chunks_exact(g.w).enumerate().take(ph - g.pad) {
+            let len = g.w.min(pw - g.pad);
+            padded[(y + g.pad) * pw + g.pad..][..len].copy_from_slice(&row[..len]);
         }
         if let (true, Some(padded), Some(v)) = (simd, as_f32(&padded), as_f32_mut(v)) {
             for (ty, tx0, len) in simd_runs(g) {

@@ -25,59 +25,6 @@ pub(crate) fn available() -> bool {
     false
 }
 
-/// Copies `rows` rows of `len` values, `w` apart in `src`, to `dst[at + r * pitch..]`:
-/// one call per plane instead of a `memcpy` call per row, whose overhead on rows of 8-16
-/// values was most of the copy (the input transform's zero-bordered planes).
-///
-/// # Panics
-/// If a row lies outside `src` or `dst`.
-pub(crate) fn copy_rows(
-    src: &[f32],
-    w: usize,
-    dst: &mut [f32],
-    (at, pitch): (usize, usize),
-    (rows, len): (usize, usize),
-) {
-    if rows == 0 || len == 0 {
-        return;
-    }
-    assert!(len <= w && (rows - 1) * w + len <= src.len());
-    assert!(at + (rows - 1) * pitch + len <= dst.len());
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available()` checked avx512f; each row's masked loads and stores touch its
-    // `len` values only, within both slices (asserted).
-    unsafe {
-        copy_rows_avx512(
-            src.as_ptr(),
-            w,
-            dst.as_mut_ptr().add(at),
-            pitch,
-            (rows, len),
-        )
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("copy_rows needs x86_64 with AVX-512")
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn copy_rows_avx512(
-    src: *const f32,
-    w: usize,
-    dst: *mut f32,
-    pitch: usize,
-    (rows, len): (usize, usize),
-) {
-    for r in 0..rows {
-        let (from, to) = (src.add(r * w), dst.add(r * pitch));
-        for x in (0..len).step_by(16) {
-            let mask = lanes(len - x);
-            let v = _mm512_maskz_loadu_ps(mask, from.add(x));
-            _mm512_mask_storeu_ps(to.add(x), mask, v);
-        }
-    }
-}
-
 /// Writes `Bᵀ d B` of tiles `0..len` (at most 16) of one tile row, or of 2 or 4 tile rows
 /// of 8 or 4 tiles side by side, into `out[at + e * stride..][..len]` for the 16 positions
 /// `e`. The tiles of group `k` (`rows[k]`, one group per tile row) read the four rows of
