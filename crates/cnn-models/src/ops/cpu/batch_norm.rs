@@ -127,8 +127,8 @@ const SHORT_PLANE: usize = 64;
 
 /// `[f(c); hw]` for each channel `c` in turn: one image's worth of per-value coefficients.
 fn spread<T: Element>(p: Planes, f: impl Fn(usize) -> T) -> Vec<T> {
-    // A fill per channel: collected from a `flat_map`, one value at a time, this took as
-    // long as the sums it serves on 4x4 planes.
+    // A fill per channel: collected from a `flat_map`, one value at a time, it was a
+    // quarter of the fused forward on 32x256x4x4 (0.163 -> 0.118 ms without it).
     let mut out = Vec::with_capacity(p.c * p.hw);
     for c in 0..p.c {
         out.resize(out.len() + p.hw, f(c));
