@@ -158,6 +158,12 @@ fn short_plane_sums<T: Element>(
             let len = per.min(image - i0);
             let (mut s, mut t) = (vec![0f64; len], vec![0f64; len]);
             let (mut ls, mut lt) = (vec![T::ZERO; len], vec![T::ZERO; len]);
+            let flush = |totals: &mut [f64], parts: &mut [T]| {
+                for (total, part) in totals.iter_mut().zip(parts) {
+                    *total += part.to_f64();
+                    *part = T::ZERO;
+                }
+            };
             for n in 0..p.n {
                 let at = n * image + i0;
                 let (a, b, c) = (&a[at..][..len], &b[at..][..len], &c[at..][..len]);
@@ -169,14 +175,8 @@ fn short_plane_sums<T: Element>(
                     *t += v;
                 }
                 if (n + 1) % BLOCK == 0 || n + 1 == p.n {
-                    for (total, part) in s.iter_mut().zip(ls.iter_mut()) {
-                        *total += part.to_f64();
-                        *part = T::ZERO;
-                    }
-                    for (total, part) in t.iter_mut().zip(lt.iter_mut()) {
-                        *total += part.to_f64();
-                        *part = T::ZERO;
-                    }
+                    flush(&mut s, &mut ls);
+                    flush(&mut t, &mut lt);
                 }
             }
             (s, t)

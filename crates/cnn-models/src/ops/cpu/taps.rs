@@ -185,17 +185,11 @@ fn lay_out_taps_major<T: Element, D: Send>(
     write: impl Fn(&mut D, T) + Sync,
 ) {
     let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
-    assert_eq!(
+    assert!(
+        w.len() == g.cout * unit && dst.len() == w.len(),
+        "taps: kernel of {} values into {} for {g:?}",
         w.len(),
-        dst.len(),
-        "taps: kernel of {} values for {g:?}",
-        w.len()
-    );
-    assert_eq!(
-        w.len(),
-        g.cout * unit,
-        "taps: kernel of {} values for {g:?}",
-        w.len()
+        dst.len()
     );
     let filters = dst.par_chunks_exact_mut(unit);
     filters

@@ -223,13 +223,14 @@ fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: u
     let (th, tw) = tiles(g);
     let mut run = [[T::ZERO; TILE_RUN]; POS];
     let simd = simd::available();
+    let groups = row_groups(g);
     for co in 0..g.cout {
         let plane = &gy[co * g.ohw()..][..g.ohw()];
         if let (true, Some(plane), Some(dm)) = (simd, as_f32(plane), as_f32_mut(dm)) {
-            for (ty, tx0, len) in simd_runs(g) {
+            for (ty, tx0, len) in simd_runs(g, groups) {
                 let at = co * ld + col0 + ty * tw + tx0;
-                let (rows, count) = output_rows(g, ty, tx0, len);
-                let rows = &rows[..row_groups(g)];
+                let (rows, count) = output_rows(g, groups, (ty, tx0), len);
+                let rows = &rows[..groups];
                 simd::grad_output_tiles(plane, (rows, count), len, dm, (at, g.cout * ld));
             }
             continue;
@@ -375,7 +376,7 @@ fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, co
             padded[(y + g.pad) * pw + g.pad..][..len].copy_from_slice(&row[..len]);
         }
         if let (true, Some(padded), Some(v)) = (simd, as_f32(&padded), as_f32_mut(v)) {
-            for (ty, tx0, len) in simd_runs(g) {
+            for (ty, tx0, len) in simd_runs(g, groups) {
                 let rows: [[usize; 4]; 4] = std::array::from_fn(|k| {
                     std::array::from_fn(|r| (2 * (ty + k) + r) * pw + 2 * tx0)
                 });
@@ -428,13 +429,14 @@ fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y
     let (th, tw) = tiles(g);
     let mut run = [[T::ZERO; TILE_RUN]; POS];
     let simd = simd::available();
+    let groups = row_groups(g);
     for co in 0..g.cout {
         let plane = &mut y[co * g.ohw()..][..g.ohw()];
         if let (true, Some(m), Some(plane)) = (simd, as_f32(m), as_f32_mut(plane)) {
-            for (ty, tx0, len) in simd_runs(g) {
+            for (ty, tx0, len) in simd_runs(g, groups) {
                 let at = co * ld + col0 + ty * tw + tx0;
-                let (rows, count) = output_rows(g, ty, tx0, len);
-                let rows = &rows[..row_groups(g)];
+                let (rows, count) = output_rows(g, groups, (ty, tx0), len);
+                let rows = &rows[..groups];
                 simd::output_tiles(m, (at, g.cout * ld), len, plane, (rows, count));
             }
             continue;
@@ -489,10 +491,9 @@ fn row_groups(g: &ConvGeom) -> usize {
 }
 
 /// The calls the AVX-512 transforms make for one plane: `(ty, tx0, len)`, the first tile
-/// row and column and the tiles (lanes) used, a group of [`row_groups`] tile rows at a time.
-fn simd_runs(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> {
+/// row and column and the tiles (lanes) used, `groups` tile rows ([`row_groups`]) at a time.
+fn simd_runs(g: &ConvGeom, groups: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let (th, tw) = tiles(g);
-    let groups = row_groups(g);
     (0..th).step_by(groups).flat_map(move |ty| {
         (0..tw)
             .step_by(16)
@@ -501,18 +502,18 @@ fn simd_runs(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> {
 }
 
 /// Where `len` tiles from tile `(ty, tx0)` lie in an output plane, for each of the tile
-/// rows from `ty` (the first [`row_groups`] are the groups' rows): the start of each of
-/// their two rows (`None` past the map's bottom edge), and the values per row (two per
-/// tile, fewer at the right edge), as the AVX-512 transforms take them.
+/// rows from `ty` (the first `groups` are the call's, see [`row_groups`]): the start of
+/// each of their two rows (`None` past the map's bottom edge), and the values per row (two
+/// per tile, fewer at the right edge), as the AVX-512 transforms take them.
 fn output_rows(
     g: &ConvGeom,
-    ty: usize,
-    tx0: usize,
+    groups: usize,
+    (ty, tx0): (usize, usize),
     len: usize,
 ) -> ([[Option<usize>; 2]; 4], usize) {
     let row = |y: usize| (y < g.oh).then(|| y * g.ow + 2 * tx0);
     let rows = std::array::from_fn(|k| [0, 1].map(|r| row(2 * (ty + k) + r)));
-    (rows, (2 * len / row_groups(g)).min(g.ow - 2 * tx0))
+    (rows, (2 * len / groups).min(g.ow - 2 * tx0))
 }
 
 /// `s` as f32 values, if `T` is f32 (for the hand-written f32 transforms).
