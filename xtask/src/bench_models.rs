@@ -740,6 +740,8 @@ fn conv_layers(args: &Args) -> Result<()> {
         } = layer;
         let x = Tensor::randn(0f32, 1., (n, cin, size, size), &dev)?;
         let w = Tensor::randn(0f32, 0.1, (cout, cin, k, k), &dev)?;
+        // Ours as the models run it, the kernel held tap by tap.
+        let w_ohwi = w.permute((0, 2, 3, 1))?.contiguous()?;
         let o = conv_out(size, k, s, p);
         let gy = Tensor::randn(0f32, 1., (n, cout, o, o), &dev)?;
         let flops = 2.0 * (n * cout * o * o * cin * k * k) as f64;
@@ -747,7 +749,7 @@ fn conv_layers(args: &Args) -> Result<()> {
         let fwd = interleaved(
             args.steps,
             || Ok(x.conv2d(&w, p, s, 1, 1)?),
-            || Ok(ops::conv2d(&x, &w, None, s, p)?),
+            || Ok(ops::conv2d_ohwi(&x, &w_ohwi, None, s, p)?),
         )?;
         let igrad = interleaved(
             args.steps,
@@ -756,7 +758,7 @@ fn conv_layers(args: &Args) -> Result<()> {
                 let out_size = (o - 1) * s + k - 2 * p;
                 Ok(gy.conv_transpose2d(&w, p, size - out_size, s, 1)?)
             },
-            || Ok(ops::conv2d_input_grad(&w, &gy, x.dims(), s, p)?),
+            || Ok(ops::conv2d_ohwi_input_grad(&w_ohwi, &gy, x.dims(), s, p)?),
         )?;
         let wgrad = interleaved(
             args.steps,
@@ -768,7 +770,7 @@ fn conv_layers(args: &Args) -> Result<()> {
                     .transpose(0, 1)?;
                 Ok(g.narrow(2, 0, k)?.narrow(3, 0, k)?.contiguous()?)
             },
-            || Ok(ops::conv2d_weight_grad(&x, &gy, w.dims(), s, p)?),
+            || Ok(ops::conv2d_ohwi_weight_grad(&x, &gy, w_ohwi.dims(), s, p)?),
         )?;
         let gf = |t: f64| flops / t / 1e9;
         let passes = [fwd, igrad, wgrad];

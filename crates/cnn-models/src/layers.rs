@@ -3,7 +3,7 @@
 
 use crate::init::{Init, InitRng};
 use crate::ops;
-use crate::params::{ParamKind, ParamStore};
+use crate::params::{ParamKind, ParamStore, Stored};
 use crate::pass::Pass;
 use candle_core::{Device, Result, Tensor, Var};
 
@@ -28,22 +28,29 @@ impl Builder {
         self.store
     }
 
+    /// A tensor of torchvision's `shape` drawn from `init`, held as `stored` says.
     fn tensor(
         &mut self,
         name: String,
         shape: &[usize],
         init: Init,
-        kind: ParamKind,
+        (kind, stored): (ParamKind, Stored),
     ) -> Result<Var> {
         let len = shape.iter().product();
-        let values = self.rng.draw(init, len);
-        let var = Var::from_tensor(&Tensor::from_vec(values, shape, &self.device)?)?;
-        self.store.push(name, var.clone(), kind);
+        // Drawn in torchvision's order whatever the layout: the same seed, the same model.
+        let values = Tensor::from_vec(self.rng.draw(init, len), shape, &self.device)?;
+        let values = match stored {
+            Stored::AsTorch => values,
+            Stored::KernelOhwi => values.permute((0, 2, 3, 1))?.contiguous()?,
+        };
+        let var = Var::from_tensor(&values)?;
+        self.store.push(name, var.clone(), kind, stored);
         Ok(var)
     }
 
     /// `nn.Conv2d(cin, cout, kernel, stride, padding, bias)` initialised with `weight_init`
-    /// (bias, when present, always gets PyTorch's default).
+    /// (bias, when present, always gets PyTorch's default), the kernel held tap by tap
+    /// ([`Stored::KernelOhwi`]).
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d(
         &mut self,
@@ -61,14 +68,14 @@ impl Builder {
             format!("{name}.weight"),
             &[cout, cin, kernel, kernel],
             weight_init,
-            ParamKind::Trainable,
+            (ParamKind::Trainable, Stored::KernelOhwi),
         )?;
         let bias = match bias {
             true => Some(self.tensor(
                 format!("{name}.bias"),
                 &[cout],
                 Init::TorchDefault { fan_in },
-                ParamKind::Trainable,
+                (ParamKind::Trainable, Stored::AsTorch),
             )?),
             false => None,
         };
@@ -88,7 +95,7 @@ impl Builder {
                 format!("{name}.{suffix}"),
                 &[channels],
                 Init::Constant(value),
-                kind,
+                (kind, Stored::AsTorch),
             )
         };
         Ok(BatchNorm2d {
@@ -111,13 +118,13 @@ impl Builder {
                 format!("{name}.weight"),
                 &[outputs, inputs],
                 init,
-                ParamKind::Trainable,
+                (ParamKind::Trainable, Stored::AsTorch),
             )?,
             bias: self.tensor(
                 format!("{name}.bias"),
                 &[outputs],
                 init,
-                ParamKind::Trainable,
+                (ParamKind::Trainable, Stored::AsTorch),
             )?,
         })
     }
@@ -137,7 +144,7 @@ impl Conv2d {
         let bias = self.bias.as_ref().map(|b| pass.param(b));
         let y = ops::conv2d_collecting(
             x,
-            &pass.param(&self.weight),
+            (&pass.param(&self.weight), ops::KernelLayout::Ohwi),
             bias.as_ref(),
             self.stride,
             self.padding,

@@ -21,7 +21,7 @@ impl Model {
             path: path.to_path_buf(),
             reason,
         };
-        let tensors: HashMap<String, Tensor> = self.params().tensors().into_iter().collect();
+        let tensors: HashMap<String, Tensor> = self.params().tensors()?.into_iter().collect();
         let tmp = temporary_path(path);
         candle_core::safetensors::save(&tensors, &tmp).map_err(|e| unwritable(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| unwritable(e.to_string()))
@@ -43,7 +43,7 @@ impl Model {
         self.check_matches(path, &file)?;
         for p in self.params().all() {
             let t = file[&p.name].to_dtype(DType::F32)?;
-            p.var.set(&t)?;
+            p.var.set(&p.from_torch(&t)?)?;
         }
         Ok(())
     }
@@ -66,8 +66,8 @@ impl Model {
         let mut not_float = Vec::new();
         for p in params {
             if let Some(t) = file.get(&p.name) {
-                if t.dims() != p.var.dims() {
-                    wrong_shapes.push((p.name.clone(), t.dims().to_vec(), p.var.dims().to_vec()));
+                if t.dims() != p.torch_dims() {
+                    wrong_shapes.push((p.name.clone(), t.dims().to_vec(), p.torch_dims()));
                 } else if !t.dtype().is_float() {
                     not_float.push(format!("{} is {:?}", p.name, t.dtype()));
                 }

@@ -115,7 +115,8 @@ fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
 }
 
-/// Checks `ops::conv2d`'s output and both gradients against the reference in `dtype`.
+/// Checks `ops::conv2d`'s output and both gradients against the reference in `dtype`, and
+/// `ops::conv2d_ohwi`'s with the same kernel held tap by tap.
 fn check(case: Case, seed: u64, dtype: DType) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let [xs, ws, ys] = case.shapes();
@@ -124,28 +125,51 @@ fn check(case: Case, seed: u64, dtype: DType) {
     let r = random_vec(ys.iter().product(), &mut rng);
     let [y_ref, gx_ref, gw_ref] = case.reference(&x, &w, &r);
 
-    let xv = Var::from_tensor(&tensor(&x, &xs, dtype)).unwrap();
-    let wv = Var::from_tensor(&tensor(&w, &ws, dtype)).unwrap();
-    let y = ops::conv2d(&xv, &wv, None, case.stride, case.pad).unwrap();
-    assert_eq!(y.dims(), &ys[..], "{case:?}");
-    let grads = (&y * &tensor(&r, &ys, dtype))
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let tol = if dtype == DType::F64 { 1e-12 } else { 2e-6 };
-    let results = [
-        ("forward", values(&y), y_ref),
-        ("input grad", values(grads.get(&xv).unwrap()), gx_ref),
-        ("weight grad", values(grads.get(&wv).unwrap()), gw_ref),
-    ];
-    for (what, got, want) in results {
-        let err = relative_error(&got, &want);
-        assert!(
-            err < tol,
-            "{what} {case:?} {dtype:?}: relative error {err:.2e}"
+    for ohwi in [false, true] {
+        let xv = Var::from_tensor(&tensor(&x, &xs, dtype)).unwrap();
+        let oihw = tensor(&w, &ws, dtype);
+        let (y, wv) = match ohwi {
+            false => {
+                let wv = Var::from_tensor(&oihw).unwrap();
+                (ops::conv2d(&xv, &wv, None, case.stride, case.pad), wv)
+            }
+            true => {
+                let held = oihw.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+                let wv = Var::from_tensor(&held).unwrap();
+                (ops::conv2d_ohwi(&xv, &wv, None, case.stride, case.pad), wv)
+            }
+        };
+        let y = y.unwrap();
+        assert_eq!(y.dims(), &ys[..], "{case:?}");
+        let grads = (&y * &tensor(&r, &ys, dtype))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gw = grads.get(&wv).unwrap();
+        assert_eq!(
+            gw.dims(),
+            wv.dims(),
+            "{case:?}: gradient in the kernel's layout"
         );
+        let gw = match ohwi {
+            false => gw.clone(),
+            true => gw.permute((0, 3, 1, 2)).unwrap(),
+        };
+        let tol = if dtype == DType::F64 { 1e-12 } else { 2e-6 };
+        let results = [
+            ("forward", values(&y), &y_ref),
+            ("input grad", values(grads.get(&xv).unwrap()), &gx_ref),
+            ("weight grad", values(&gw), &gw_ref),
+        ];
+        for (what, got, want) in results {
+            let err = relative_error(&got, want);
+            assert!(
+                err < tol,
+                "{what} {case:?} {dtype:?} (OHWI kernel: {ohwi}): relative error {err:.2e}"
+            );
+        }
     }
 }
 

@@ -80,14 +80,13 @@ fn parameter_counts_and_names_match_torchvision() {
             .count(),
         2 * 20
     );
+    let r34 = model("resnet34", 0);
+    let kernel = r34.params().get("layer3.5.conv2.weight").unwrap();
+    assert_eq!(kernel.torch_dims(), [256, 256, 3, 3]);
     assert_eq!(
-        model("resnet34", 0)
-            .params()
-            .get("layer3.5.conv2.weight")
-            .unwrap()
-            .var
-            .dims(),
-        &[256, 256, 3, 3]
+        kernel.var.dims(),
+        [256, 3, 3, 256],
+        "held tap by tap (OHWI)"
     );
 }
 
@@ -346,6 +345,7 @@ fn write(path: &std::path::Path, tensors: &HashMap<String, Tensor>) {
 fn state(m: &Model) -> HashMap<String, Tensor> {
     m.params()
         .tensors()
+        .unwrap()
         .into_iter()
         .map(|(n, t)| (n, t.copy().unwrap()))
         .collect()

@@ -53,16 +53,16 @@ impl Fixture {
             let Some(name) = key.strip_prefix(prefix) else {
                 continue;
             };
-            let var = &self
+            let param = self
                 .model
                 .params()
                 .get(name)
-                .unwrap_or_else(|| panic!("model lacks {name}"))
-                .var;
+                .unwrap_or_else(|| panic!("model lacks {name}"));
             let grad = grads
-                .get(var.as_tensor())
+                .get(param.var.as_tensor())
                 .unwrap_or_else(|| panic!("no gradient for {name}"));
-            let err = relative_error(grad, expected);
+            // In PyTorch's layout (the convolutions hold their kernels tap by tap).
+            let err = relative_error(&param.to_torch(grad).unwrap(), expected);
             assert!(
                 err < tolerance,
                 "{key}: relative error {err:.2e} >= {tolerance:.0e}"

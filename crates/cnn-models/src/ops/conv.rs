@@ -1,6 +1,8 @@
 //! 2-D convolution: on the CPU a custom op over the im2col + GEMM kernels in `cpu::conv`,
-//! elsewhere (CUDA) candle's own `conv2d`.
+//! elsewhere (CUDA) candle's own `conv2d`. Kernels come OIHW (PyTorch's layout) or tap by
+//! tap, OHWI, as the models hold theirs.
 
+pub(crate) use super::cpu::conv::KernelLayout;
 use super::cpu::conv::{self as kernel, ConvGeom, Prepared};
 use super::cpu::Element;
 use super::{contiguous_slice, dispatch2};
@@ -9,11 +11,12 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result,
 use std::any::Any;
 use std::sync::{Mutex, MutexGuard};
 
-/// `conv2d(x, weight)` without bias, stride and zero padding the same along both axes; on
-/// the CPU path the weight's gradient goes to `weight_grads` where given.
+/// `conv2d(x, weight)` without bias, stride and zero padding the same along both axes, the
+/// kernel in `layout`; on the CPU path the weight's gradient goes to `weight_grads` where
+/// given.
 pub(crate) fn conv2d_no_bias(
     x: &Tensor,
-    weight: &Tensor,
+    (weight, layout): (&Tensor, KernelLayout),
     stride: usize,
     padding: usize,
     weight_grads: Option<&WeightGrads>,
@@ -23,11 +26,16 @@ pub(crate) fn conv2d_no_bias(
         && x.dtype() == weight.dtype()
         && super::cpu_kernels().conv;
     if !fast {
-        return x.conv2d(weight, padding, stride, 1, 1);
+        let oihw = match layout {
+            KernelLayout::Oihw => weight.clone(),
+            KernelLayout::Ohwi => weight.permute((0, 3, 1, 2))?.contiguous()?,
+        };
+        return x.conv2d(&oihw, padding, stride, 1, 1);
     }
     let op = Conv {
         stride,
         padding,
+        layout,
         // Nothing upstream of the input learns (the first layer's images): skip its gradient.
         input_grad: x.track_op(),
         weight_grads: weight_grads.cloned(),
@@ -37,52 +45,54 @@ pub(crate) fn conv2d_no_bias(
     x.contiguous()?.apply_op2(&weight.contiguous()?, op)
 }
 
-/// The gradient of `conv2d(x, weight)` with respect to `x` (of dims `x_dims`), given the
-/// output's gradient `gy`: what the backward pass runs, exposed for benchmarks.
-pub fn conv2d_input_grad(
+/// The gradient of `conv2d_ohwi(x, weight)` with respect to `x` (of dims `x_dims`), given
+/// the output's gradient `gy`: what the models' backward pass runs, exposed for benchmarks.
+pub fn conv2d_ohwi_input_grad(
     weight: &Tensor,
     gy: &Tensor,
     x_dims: &[usize],
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    let op = Conv {
-        stride,
-        padding,
-        input_grad: true,
-        weight_grads: None,
-        kept: Mutex::new(None),
-    };
-    let g = op.geometry(x_dims, weight.dims())?;
+    let g = bench_op(stride, padding).geometry(x_dims, weight.dims())?;
+    let grad = InputGrad(g, KernelLayout::Ohwi);
     weight
         .contiguous()?
-        .apply_op2_no_bwd(&gy.contiguous()?, &InputGrad(g))
+        .apply_op2_no_bwd(&gy.contiguous()?, &grad)
 }
 
-/// The gradient of `conv2d(x, weight)` with respect to `weight` (of dims `w_dims`), given
-/// the output's gradient `gy`: what the backward pass runs, exposed for benchmarks.
-pub fn conv2d_weight_grad(
+/// The gradient of `conv2d_ohwi(x, weight)` with respect to `weight` (of OHWI dims
+/// `w_dims`), given the output's gradient `gy`: what the models' backward pass runs,
+/// exposed for benchmarks.
+pub fn conv2d_ohwi_weight_grad(
     x: &Tensor,
     gy: &Tensor,
     w_dims: &[usize],
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    let op = Conv {
+    let g = bench_op(stride, padding).geometry(x.dims(), w_dims)?;
+    let grad = WeightGrad(g, KernelLayout::Ohwi);
+    x.contiguous()?.apply_op2_no_bwd(&gy.contiguous()?, &grad)
+}
+
+/// A conv op with an OHWI kernel, for the geometry the gradient helpers above check.
+fn bench_op(stride: usize, padding: usize) -> Conv {
+    Conv {
         stride,
         padding,
+        layout: KernelLayout::Ohwi,
         input_grad: true,
         weight_grads: None,
         kept: Mutex::new(None),
-    };
-    let g = op.geometry(x.dims(), w_dims)?;
-    x.contiguous()?
-        .apply_op2_no_bwd(&gy.contiguous()?, &WeightGrad(g))
+    }
 }
 
 struct Conv {
     stride: usize,
     padding: usize,
+    /// How the kernel (the op's second argument) is laid out.
+    layout: KernelLayout,
     input_grad: bool,
     /// Where the weight's gradient goes instead of candle's store, if anywhere.
     weight_grads: Option<WeightGrads>,
@@ -98,8 +108,12 @@ fn slot(kept: &Mutex<Option<Box<dyn Any + Send>>>) -> MutexGuard<'_, Option<Box<
 
 impl Conv {
     fn geometry(&self, x: &[usize], w: &[usize]) -> Result<ConvGeom> {
-        let (&[n, cin, h, wd], &[cout, wcin, kh, kw]) = (x, w) else {
+        let (&[n, cin, h, wd], &[cout, a, b, c]) = (x, w) else {
             bail!("conv2d: expected 4-d input and kernel, got {x:?} and {w:?}")
+        };
+        let (wcin, kh, kw) = match self.layout {
+            KernelLayout::Oihw => (a, b, c),
+            KernelLayout::Ohwi => (c, a, b),
         };
         if cin != wcin {
             bail!("conv2d: input has {cin} channels, kernel expects {wcin}")
@@ -149,24 +163,25 @@ impl CustomOp2 for Conv {
         let g = self.geometry(l1.dims(), l2.dims())?;
         fn run<'a, T: Element>(
             g: &'a ConvGeom,
+            layout: KernelLayout,
             keep: Option<&'a Mutex<Option<Box<dyn Any + Send>>>>,
         ) -> impl FnOnce(&[T], &[T]) -> Vec<T> + 'a {
-            move |x, w| match keep {
-                Some(keep) => {
-                    let (y, prepared) = kernel::forward_keeping(g, x, w);
+            move |x, w| {
+                let (y, prepared) = kernel::forward(g, x, w, layout, keep.is_some());
+                if let Some(keep) = keep {
                     *slot(keep) = prepared.map(|p| Box::new(p) as Box<dyn Any + Send>);
-                    y
                 }
-                None => kernel::forward(g, x, w),
+                y
             }
         }
         let keep = self.input_grad.then_some(&self.kept);
+        let layout = self.layout;
         let out = dispatch2(
             self.name(),
             (s1, l1),
             (s2, l2),
-            run(&g, keep),
-            run(&g, keep),
+            run(&g, layout, keep),
+            run(&g, layout, keep),
         )?;
         Ok((out, Shape::from((g.n, g.cout, g.oh, g.ow))))
     }
@@ -185,13 +200,13 @@ impl CustomOp2 for Conv {
             (true, Some(kept)) => {
                 Some(gy.apply_op1_no_bwd(&PreparedInputGrad(Mutex::new(Some(kept))))?)
             }
-            (true, None) => Some(w.apply_op2_no_bwd(&gy, &InputGrad(g))?),
+            (true, None) => Some(w.apply_op2_no_bwd(&gy, &InputGrad(g, self.layout))?),
             (false, _) => None,
         };
         if !w.track_op() {
             return Ok((gx, None));
         }
-        let gw = x.apply_op2_no_bwd(&gy, &WeightGrad(g))?;
+        let gw = x.apply_op2_no_bwd(&gy, &WeightGrad(g, self.layout))?;
         match &self.weight_grads {
             Some(collected) => {
                 collected.push(w, gw);
@@ -202,8 +217,8 @@ impl CustomOp2 for Conv {
     }
 }
 
-/// (kernel, output gradient) -> input gradient.
-struct InputGrad(ConvGeom);
+/// (kernel in the given layout, output gradient) -> input gradient.
+struct InputGrad(ConvGeom, KernelLayout);
 
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
@@ -217,13 +232,13 @@ impl CustomOp2 for InputGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
+        let (g, layout) = (&self.0, self.1);
         let out = dispatch2(
             self.name(),
             (s1, l1),
             (s2, l2),
-            |w, gy| kernel::input_grad(g, w, gy),
-            |w, gy| kernel::input_grad(g, w, gy),
+            |w, gy| kernel::input_grad(g, w, layout, gy),
+            |w, gy| kernel::input_grad(g, w, layout, gy),
         )?;
         Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
     }
@@ -241,7 +256,7 @@ impl PreparedInputGrad {
         };
         let g = p.geom;
         Ok((
-            kernel::input_grad_prepared(&p, gy),
+            kernel::input_grad_prepared(*p, gy),
             Shape::from((g.n, g.cin, g.h, g.w)),
         ))
     }
@@ -267,8 +282,8 @@ impl CustomOp1 for PreparedInputGrad {
     }
 }
 
-/// (input, output gradient) -> kernel gradient.
-struct WeightGrad(ConvGeom);
+/// (input, output gradient) -> kernel gradient in the given layout.
+struct WeightGrad(ConvGeom, KernelLayout);
 
 impl CustomOp2 for WeightGrad {
     fn name(&self) -> &'static str {
@@ -282,14 +297,18 @@ impl CustomOp2 for WeightGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
+        let (g, layout) = (&self.0, self.1);
         let out = dispatch2(
             self.name(),
             (s1, l1),
             (s2, l2),
-            |x, gy| kernel::weight_grad(g, x, gy),
-            |x, gy| kernel::weight_grad(g, x, gy),
+            |x, gy| kernel::weight_grad(g, x, gy, layout),
+            |x, gy| kernel::weight_grad(g, x, gy, layout),
         )?;
-        Ok((out, Shape::from((g.cout, g.cin, g.kh, g.kw))))
+        let shape = match layout {
+            KernelLayout::Oihw => Shape::from((g.cout, g.cin, g.kh, g.kw)),
+            KernelLayout::Ohwi => Shape::from((g.cout, g.kh, g.kw, g.cin)),
+        };
+        Ok((out, shape))
     }
 }

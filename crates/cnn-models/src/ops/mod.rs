@@ -22,7 +22,8 @@ pub use batch_norm::{
     batch_norm_add_relu_eval, batch_norm_add_relu_train, batch_norm_eval, batch_norm_relu_eval,
     batch_norm_relu_train, batch_norm_train, BatchNormStats,
 };
-pub use conv::{conv2d_input_grad, conv2d_weight_grad};
+pub(crate) use conv::KernelLayout;
+pub use conv::{conv2d_ohwi_input_grad, conv2d_ohwi_weight_grad};
 pub use dropout::{dropout, dropout_mask};
 pub use kernels::{cpu_kernels, set_cpu_kernels, tune_candle_pool, CpuKernels};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
@@ -108,13 +109,29 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    let weight = (weight, conv::KernelLayout::Oihw);
     conv2d_collecting(x, weight, bias, stride, padding, None)
 }
 
-/// [`conv2d`], its weight's gradient going to `weight_grads` where given (on the CPU path).
-pub(crate) fn conv2d_collecting(
+/// [`conv2d`] with the kernel laid out tap by tap, `[out][kh][kw][in]` (OHWI), as the
+/// models hold theirs: on small maps the CPU path multiplies it in place, where an OIHW
+/// kernel is copied into this layout and its gradient back on every step.
+pub fn conv2d_ohwi(
     x: &Tensor,
     weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let weight = (weight, conv::KernelLayout::Ohwi);
+    conv2d_collecting(x, weight, bias, stride, padding, None)
+}
+
+/// [`conv2d`] or [`conv2d_ohwi`] by the layout given with the kernel, its gradient going to
+/// `weight_grads` where given (on the CPU path).
+pub(crate) fn conv2d_collecting(
+    x: &Tensor,
+    weight: (&Tensor, conv::KernelLayout),
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,

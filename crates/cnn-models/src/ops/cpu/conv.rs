@@ -138,8 +138,22 @@ fn use_winograd(g: &ConvGeom) -> bool {
     k.winograd && k.conv_split_batch && g.n >= rayon::current_num_threads() && winograd::applies(g)
 }
 
-/// `w[.., .., k0.., k0..]` cut to the kernel size of `cut` (see [`ConvGeom::trimmed`]).
-fn cut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, w: &[T]) -> Vec<T> {
+/// The live taps `(k0.., k0..)` of a filter of `g` cut to `cut` (see [`ConvGeom::trimmed`]),
+/// tap by tap: `(cut tap, tap of g)`.
+fn live_taps(g: &ConvGeom, cut: &ConvGeom, k0: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (kw, cut_kw) = (g.kw, cut.kw);
+    (0..cut.kh * cut.kw).map(move |t| (t, (k0 + t / cut_kw) * kw + k0 + t % cut_kw))
+}
+
+/// `w[.., .., k0.., k0..]` cut to the kernel size of `cut` (see [`ConvGeom::trimmed`]), in
+/// the kernel's `layout`.
+fn cut_kernel<T: Element>(
+    g: &ConvGeom,
+    cut: &ConvGeom,
+    k0: usize,
+    w: &[T],
+    layout: KernelLayout,
+) -> Vec<T> {
     // Filled by index, in parallel: reading the whole kernel is what this costs (9.4 MB
     // for a 512-channel 3x3), as much as the GEMM it saves when done on one thread.
     let (k2, c2) = (g.kh * g.kw, cut.kh * cut.kw);
@@ -147,6 +161,13 @@ fn cut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, w: &[T]) -> V
     let filters = w.par_chunks_exact(g.cin * k2);
     let cuts = out.par_chunks_exact_mut(g.cin * c2);
     filters.zip(cuts).for_each(|(filter, dst)| {
+        if layout == KernelLayout::Ohwi {
+            // Tap by tap: a row of `cin` values per live tap.
+            for (t, tap) in live_taps(g, cut, k0) {
+                dst[t * g.cin..][..g.cin].copy_from_slice(&filter[tap * g.cin..][..g.cin]);
+            }
+            return;
+        }
         if c2 == 1 {
             // One tap (3x3 kernels on 1x1 maps): a plain strided gather, which the general
             // loops below, bounds unknown, ran several times slower.
@@ -167,8 +188,15 @@ fn cut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, w: &[T]) -> V
     out
 }
 
-/// The kernel gradient of `g` from that of its cut kernel: zero at the cut taps.
-fn uncut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, gw: &[T]) -> Vec<T> {
+/// The kernel gradient of `g` from that of its cut kernel: zero at the cut taps (both in
+/// `layout`).
+fn uncut_kernel<T: Element>(
+    g: &ConvGeom,
+    cut: &ConvGeom,
+    k0: usize,
+    gw: &[T],
+    layout: KernelLayout,
+) -> Vec<T> {
     let (k2, c2) = (g.kh * g.kw, cut.kh * cut.kw);
     let len = g.cout * g.ckk();
     // One cut filter per filter, so that every filter below is written.
@@ -182,6 +210,15 @@ fn uncut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, gw: &[T]) -
         .zip(gw.par_chunks_exact(g.cin * c2))
         .for_each(|(filter, part)| {
             filter.fill(MaybeUninit::new(T::ZERO));
+            if layout == KernelLayout::Ohwi {
+                for (t, tap) in live_taps(g, cut, k0) {
+                    let dst = &mut filter[tap * g.cin..][..g.cin];
+                    for (d, &v) in dst.iter_mut().zip(&part[t * g.cin..][..g.cin]) {
+                        d.write(v);
+                    }
+                }
+                return;
+            }
             if c2 == 1 {
                 // One tap: a plain strided scatter (as in `cut_kernel`).
                 let tap = k0 * g.kw + k0;
@@ -205,69 +242,156 @@ fn uncut_kernel<T: Element>(g: &ConvGeom, cut: &ConvGeom, k0: usize, gw: &[T]) -
     out
 }
 
+/// How a kernel's values are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelLayout {
+    /// PyTorch's `[co][ci][ky][kx]`: what im2col and Winograd multiply.
+    Oihw,
+    /// Tap by tap, `[co][ky][kx][ci]`: how the models hold their kernels, and what [`taps`]
+    /// multiplies in place. Held this way, the tap-by-tap layers' kernels and gradients need
+    /// no copies between layouts (two passes over each kernel a step: 7 % of ResNet18's and
+    /// 9 % of ResNet34's training step at 64 px by `perf`); the im2col and Winograd layers,
+    /// whose kernels are 4-6x smaller there, are copied to and from OIHW instead.
+    Ohwi,
+}
+
 /// A kernel the forward pass prepared, kept for the input gradient so that it is not
 /// prepared twice a step: cut to its live taps (see [`ConvGeom::trimmed`]; a pass over all
 /// 9.4 MB of a 512-channel 3x3, ~3 % of ResNet18@32's training step when done twice),
-/// copied tap by tap for [`taps`] (4.6 % of ResNet18@64's step when done twice), or both.
+/// laid out as the chosen path multiplies it, or both.
 pub(crate) struct Prepared<T> {
     /// The geometry the input gradient runs with: the cut one where the conv is trimmed.
     pub(crate) geom: ConvGeom,
     /// The kernel, OIHW, or `[co][tap][ci]` where `taps_major`.
     pub(crate) kernel: Vec<T>,
-    /// Whether the kernel is laid out tap by tap ([`taps::taps_major`]).
+    /// Whether the kernel is laid out tap by tap for [`taps`].
     pub(crate) taps_major: bool,
 }
 
-/// [`forward`], also returning the kernel it prepared where it prepared one (cut, or laid
-/// out tap by tap), for [`input_grad_prepared`].
-pub(crate) fn forward_keeping<T: Element>(
+/// The layout the path that computes `g` multiplies: tap by tap for [`taps`], else OIHW.
+fn layout_for(g: &ConvGeom) -> KernelLayout {
+    match use_taps(g) {
+        true => KernelLayout::Ohwi,
+        false => KernelLayout::Oihw,
+    }
+}
+
+/// Whether a kernel of `g` in `layout` must be copied into `wanted`: not where they are
+/// the same, nor for a 1x1 kernel (both layouts are then `[co][ci]`).
+fn relayout(g: &ConvGeom, layout: KernelLayout, wanted: KernelLayout) -> bool {
+    layout != wanted && g.kh * g.kw > 1
+}
+
+/// `w` (of `g`, in layout `from`) in the other layout: a new vector where it is `kept`, a
+/// scratch buffer from [`take`] (to be given back) where it is used once.
+fn laid_out<T: Element>(g: &ConvGeom, w: &[T], from: KernelLayout, kept: bool) -> Vec<T> {
+    match (from, kept) {
+        (KernelLayout::Oihw, true) => taps::taps_major(g, w),
+        (KernelLayout::Oihw, false) => taps::taps_major_scratch(g, w),
+        (KernelLayout::Ohwi, true) => taps::taps_minor(g, w),
+        (KernelLayout::Ohwi, false) => taps::taps_minor_scratch(g, w),
+    }
+}
+
+/// `y = conv(x, w)` for an NCHW batch and a kernel in `layout`, both contiguous; with
+/// `keep`, also the kernel it prepared where it prepared one (cut, or laid out for the
+/// path), for [`input_grad_prepared`].
+pub(crate) fn forward<T: Element>(
     g: &ConvGeom,
     x: &[T],
     w: &[T],
+    layout: KernelLayout,
+    keep: bool,
 ) -> (Vec<T>, Option<Prepared<T>>) {
     let (geom, cut) = match g.trimmed() {
-        Some((cut, k0)) => (cut, Some(cut_kernel(g, &cut, k0, w))),
+        Some((cut, k0)) => (cut, Some(cut_kernel(g, &cut, k0, w, layout))),
         None => (*g, None),
     };
-    let kernel = cut.as_deref().unwrap_or(w);
-    if use_taps(&geom) {
-        let wt = taps::taps_major(&geom, kernel);
-        let y = taps::forward(&geom, x, &wt);
-        let kept = Prepared {
-            geom,
-            kernel: wt,
-            taps_major: true,
-        };
-        return (y, Some(kept));
-    }
-    let y = forward(&geom, x, kernel);
-    let kept = cut.map(|kernel| Prepared {
+    let wanted = layout_for(&geom);
+    let relaid = relayout(&geom, layout, wanted).then(|| {
+        let kernel = cut.as_deref().unwrap_or(w);
+        laid_out(&geom, kernel, layout, keep)
+    });
+    let prepared = relaid.or(cut);
+    let kernel = prepared.as_deref().unwrap_or(w);
+    let y = match wanted {
+        KernelLayout::Ohwi => taps::forward(&geom, x, kernel),
+        KernelLayout::Oihw => forward_oihw(&geom, x, kernel),
+    };
+    let prepared = prepared.map(|kernel| Prepared {
         geom,
         kernel,
-        taps_major: false,
+        taps_major: wanted == KernelLayout::Ohwi,
     });
-    (y, kept)
+    match (keep, prepared) {
+        (true, prepared) => (y, prepared),
+        // A scratch copy goes back to the pool (a cut kernel is a vector of its own).
+        (false, Some(p)) if relayout(&geom, layout, wanted) => {
+            give(p.kernel);
+            (y, None)
+        }
+        (false, _) => (y, None),
+    }
 }
 
-/// [`input_grad`] from a kernel [`forward_keeping`] prepared.
-pub(crate) fn input_grad_prepared<T: Element>(p: &Prepared<T>, gy: &[T]) -> Vec<T> {
+/// [`input_grad`] from a kernel [`forward`] prepared.
+pub(crate) fn input_grad_prepared<T: Element>(p: Prepared<T>, gy: &[T]) -> Vec<T> {
     match p.taps_major {
         true => taps::input_grad(&p.geom, &p.kernel, gy),
-        false => input_grad(&p.geom, &p.kernel, gy),
+        false => input_grad_oihw(&p.geom, &p.kernel, gy),
     }
 }
 
-/// `y = conv(x, w)` for an NCHW batch and OIHW kernel, both contiguous.
-pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
+/// Gradient with respect to the input, for a kernel in `layout`.
+pub(crate) fn input_grad<T: Element>(
+    g: &ConvGeom,
+    w: &[T],
+    layout: KernelLayout,
+    gy: &[T],
+) -> Vec<T> {
+    let (geom, cut) = match g.trimmed() {
+        Some((cut, k0)) => (cut, Some(cut_kernel(g, &cut, k0, w, layout))),
+        None => (*g, None),
+    };
+    let wanted = layout_for(&geom);
+    let kernel = cut.as_deref().unwrap_or(w);
+    let relaid = relayout(&geom, layout, wanted).then(|| laid_out(&geom, kernel, layout, false));
+    let kernel = relaid.as_deref().unwrap_or(kernel);
+    let gx = match wanted {
+        KernelLayout::Ohwi => taps::input_grad(&geom, kernel, gy),
+        KernelLayout::Oihw => input_grad_oihw(&geom, kernel, gy),
+    };
+    if let Some(k) = relaid {
+        give(k);
+    }
+    gx
+}
+
+/// Gradient with respect to the kernel, in `layout`.
+pub(crate) fn weight_grad<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    gy: &[T],
+    layout: KernelLayout,
+) -> Vec<T> {
     if let Some((cut, k0)) = g.trimmed() {
-        return forward(&cut, x, &cut_kernel(g, &cut, k0, w));
+        let gw = weight_grad(&cut, x, gy, layout);
+        return uncut_kernel(g, &cut, k0, &gw, layout);
     }
-    if use_taps(g) {
-        let wt = taps::taps_major_scratch(g, w);
-        let y = taps::forward(g, x, &wt);
-        give(wt);
-        return y;
+    let wanted = layout_for(g);
+    let gw = match wanted {
+        KernelLayout::Ohwi => taps::weight_grad(g, x, gy),
+        KernelLayout::Oihw => weight_grad_oihw(g, x, gy),
+    };
+    match relayout(g, layout, wanted) {
+        true => laid_out(g, &gw, wanted, true),
+        false => gw,
     }
+}
+
+/// `y = conv(x, w)` through im2col or Winograd, for an OIHW kernel of a conv that is not
+/// trimmed.
+fn forward_oihw<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
     if use_winograd(g) {
         return winograd::forward(g, x, w);
     }
@@ -391,18 +515,10 @@ fn forward_banded<T: Element>(
     give(col);
 }
 
-/// Gradient with respect to the input: `col2im(w^T gy)`, or where Winograd applies to it,
-/// the forward conv of `gy` with the flipped, transposed kernel.
-pub(crate) fn input_grad<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
-    if let Some((cut, k0)) = g.trimmed() {
-        return input_grad(&cut, &cut_kernel(g, &cut, k0, w), gy);
-    }
-    if use_taps(g) {
-        let wt = taps::taps_major_scratch(g, w);
-        let gx = taps::input_grad(g, &wt, gy);
-        give(wt);
-        return gx;
-    }
+/// Gradient with respect to the input for an OIHW kernel of a conv that is not trimmed:
+/// `col2im(w^T gy)`, or where Winograd applies to it, the forward conv of `gy` with the
+/// flipped, transposed kernel.
+fn input_grad_oihw<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
     if let Some(t) = transposed_geometry(g) {
         // The forward's rule holds here too: on maps under 16x16 Winograd needs 64+
         // channels (at 8x8 with 64, batch 32, it runs 454 GFLOP/s against col2im's 316
@@ -573,14 +689,9 @@ fn input_grad_share<T: Element>(
     }
 }
 
-/// Gradient with respect to the kernel: `gy im2col(x)^T` summed over the batch.
-pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
-    if let Some((cut, k0)) = g.trimmed() {
-        return uncut_kernel(g, &cut, k0, &weight_grad(&cut, x, gy));
-    }
-    if use_taps(g) {
-        return taps::weight_grad(g, x, gy);
-    }
+/// Gradient with respect to an OIHW kernel of a conv that is not trimmed: `gy im2col(x)^T`
+/// summed over the batch, or through Winograd.
+fn weight_grad_oihw<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
     if use_winograd(g) {
         return winograd::weight_grad(g, x, gy);
     }

@@ -6,15 +6,14 @@
 //! pixel (4x4 maps: 44 of 144), and im2col multiplies those zeros like any other value.
 //! Here the batch is laid out channel-major, `[c][y][x][n]`, so that for a tap `(ky, kx)`
 //! and an output row (stride 1) the output pixels it reaches, and the input pixels they
-//! read, are each one run of contiguous columns. The kernel is copied tap by tap first
-//! (`[co][tap][ci]`) so that each tap's weights are contiguous rows: read in place, a value
-//! per tap apart, every GEMM call would stream all of the kernel's cache lines: whole
-//! ResNet18@64 training steps ran up to 3.3 % slower that way (6 of 7 paired runs), though
-//! AlexNet@64, whose kernels are 1-3.5 MB, loses 1-6 % to the copy. The forward pass's copy
-//! is kept for the input gradient (`conv::Prepared`): made again there, the copies took
-//! 4.6 % of ResNet18@64's training step. The weight gradient
-//! is written in the same layout and laid back out at the end. The threads split output
-//! channels (forward, weight gradient) or input channels (input gradient): no partial sums.
+//! read, are each one run of contiguous columns. The kernel is read tap by tap
+//! (`[co][tap][ci]`, OHWI) so that each tap's weights are contiguous rows: read in place
+//! from OIHW, a value per tap apart, every GEMM call would stream all of the kernel's cache
+//! lines (whole ResNet18@64 training steps ran up to 3.3 % slower that way). The models hold
+//! their kernels so (`conv::KernelLayout::Ohwi`); an OIHW kernel is copied into it first
+//! ([`taps_major`]), and the weight gradient, written in the same layout, back
+//! ([`taps_minor`]). The threads split output channels (forward, weight gradient) or input
+//! channels (input gradient): no partial sums.
 
 use super::conv::ConvGeom;
 use super::{gemm, give, take, zeros, Element, MatRef};
@@ -159,10 +158,16 @@ fn from_channel_major<T: Element>(src: &[T], n: usize, c: usize, p: usize) -> Ve
 pub(crate) fn taps_major<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
     let len = g.cout * g.kh * g.kw * g.cin;
     let mut out = Vec::with_capacity(len);
-    lay_out_taps_major(g, w, &mut out.spare_capacity_mut()[..len], |d, v| {
-        d.write(v);
-    });
-    // SAFETY: `lay_out_taps_major` wrote all `len` values.
+    transpose_filters(
+        g,
+        w,
+        &mut out.spare_capacity_mut()[..len],
+        (g.cin, g.kh * g.kw),
+        |d, v| {
+            d.write(v);
+        },
+    );
+    // SAFETY: `transpose_filters` wrote all `len` values.
     unsafe { out.set_len(len) };
     out
 }
@@ -172,60 +177,63 @@ pub(crate) fn taps_major<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
 pub(crate) fn taps_major_scratch<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
     let len = g.cout * g.kh * g.kw * g.cin;
     let mut out = take::<T>(len);
-    lay_out_taps_major(g, w, &mut out[..len], |d, v| *d = v);
+    transpose_filters(g, w, &mut out[..len], (g.cin, g.kh * g.kw), |d, v| *d = v);
     out
 }
 
-/// Writes `w[co][ci][tap]` to `dst[co][tap][ci]` through `write`, filter by filter (each
-/// stays in cache).
-fn lay_out_taps_major<T: Element, D: Send>(
+/// Writes each filter of `src`, a `rows x cols` matrix, transposed into `dst` through
+/// `write`, filter by filter (each stays in cache): `[ci][tap]` -> `[tap][ci]` with `cin`
+/// rows, or back with `kh * kw`.
+fn transpose_filters<T: Element, D: Send>(
     g: &ConvGeom,
-    w: &[T],
+    src: &[T],
     dst: &mut [D],
+    (rows, cols): (usize, usize),
     write: impl Fn(&mut D, T) + Sync,
 ) {
-    let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
+    let unit = rows * cols;
     assert!(
-        w.len() == g.cout * unit && dst.len() == w.len(),
+        unit == g.kh * g.kw * g.cin && src.len() == g.cout * unit && dst.len() == src.len(),
         "taps: kernel of {} values into {} for {g:?}",
-        w.len(),
+        src.len(),
         dst.len()
     );
     let filters = dst.par_chunks_exact_mut(unit);
     filters
-        .zip(w.par_chunks_exact(unit))
+        .zip(src.par_chunks_exact(unit))
         .for_each(|(dst, src)| {
-            for (tap, row) in dst.chunks_exact_mut(g.cin).enumerate() {
-                for (ci, d) in row.iter_mut().enumerate() {
-                    write(d, src[ci * k2 + tap]);
+            for (c, row) in dst.chunks_exact_mut(rows).enumerate() {
+                for (r, d) in row.iter_mut().enumerate() {
+                    write(d, src[r * cols + c]);
                 }
             }
         });
 }
 
-/// `[co][tap][ci]` -> `w[co][ci][tap]`, into a new vector (written without zeroing first).
-fn taps_minor<T: Element>(g: &ConvGeom, wt: &[T]) -> Vec<T> {
-    let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
-    let len = g.cout * unit;
-    assert_eq!(
-        wt.len(),
-        len,
-        "taps: gradient of {} values for {g:?}",
-        wt.len()
-    );
+/// `[co][tap][ci]` -> `w[co][ci][tap]` (OIHW), into a new vector (written without zeroing
+/// first).
+pub(crate) fn taps_minor<T: Element>(g: &ConvGeom, wt: &[T]) -> Vec<T> {
+    let len = g.cout * g.kh * g.kw * g.cin;
     let mut out = Vec::with_capacity(len);
-    let filters = out.spare_capacity_mut()[..len].par_chunks_exact_mut(unit);
-    filters
-        .zip(wt.par_chunks_exact(unit))
-        .for_each(|(dst, src)| {
-            for (ci, taps) in dst.chunks_exact_mut(k2).enumerate() {
-                for (tap, d) in taps.iter_mut().enumerate() {
-                    d.write(src[tap * g.cin + ci]);
-                }
-            }
-        });
-    // SAFETY: the `cout` filters of `unit` values each were all written above.
+    transpose_filters(
+        g,
+        wt,
+        &mut out.spare_capacity_mut()[..len],
+        (g.kh * g.kw, g.cin),
+        |d, v| {
+            d.write(v);
+        },
+    );
+    // SAFETY: `transpose_filters` wrote all `len` values.
     unsafe { out.set_len(len) };
+    out
+}
+
+/// [`taps_minor`] in a scratch buffer from [`take`], for a copy used once: give it back.
+pub(crate) fn taps_minor_scratch<T: Element>(g: &ConvGeom, wt: &[T]) -> Vec<T> {
+    let len = g.cout * g.kh * g.kw * g.cin;
+    let mut out = take::<T>(len);
+    transpose_filters(g, wt, &mut out[..len], (g.kh * g.kw, g.cin), |d, v| *d = v);
     out
 }
 
@@ -305,30 +313,25 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, wt: &[T], gy: &[T]) -> Vec<T>
     from_channel_major(&gxt, g.n, g.cin, g.h * g.w)
 }
 
-/// The gradient with respect to the kernel: each tap's `gy x^T` over the pixels it reached.
+/// The gradient with respect to the kernel, tap by tap (`[co][tap][ci]`): each tap's
+/// `gy x^T` over the pixels it reached.
 pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
     let (in_len, out_len) = (g.h * g.w * g.n, g.ohw() * g.n);
-    let (k2, unit) = (g.kh * g.kw, g.kh * g.kw * g.cin);
+    let unit = g.kh * g.kw * g.cin;
     let (in_ld, out_ld) = (plane_ld::<T>(in_len), plane_ld::<T>(out_len));
     let xt = to_channel_major(x, g.n, g.cin, g.h * g.w, in_ld);
     let gyt = to_channel_major(gy, g.n, g.cout, g.ohw(), out_ld);
     let runs = runs(g);
-    // A tap's first run writes its rows of every filter; a tap that reaches no output pixel
-    // is zeroed instead.
+    // A tap's first run writes its rows of every filter, the others add to them; a tap
+    // that reaches no output pixel keeps the zeros. (The result is a vector of its own:
+    // a buffer from `take` kept as the result drains the pool, and every later `take` of
+    // that size then allocates and zeroes one anyway.)
     let first = |i: usize| i == 0 || runs[i - 1].tap != runs[i].tap;
-    let dead: Vec<usize> = (0..k2)
-        .filter(|&t| runs.iter().all(|r| r.tap != t))
-        .collect();
-    let mut gwt = take::<T>(g.cout * unit);
+    let mut gwt = zeros::<T>(g.cout * unit);
     let per = rows_per_thread(g.cout);
-    let parts = gwt[..g.cout * unit].par_chunks_mut(per * unit).enumerate();
+    let parts = gwt.par_chunks_mut(per * unit).enumerate();
     parts.for_each(|(t, filters)| {
         let (co0, m) = (t * per, filters.len() / unit);
-        for filter in filters.chunks_exact_mut(unit) {
-            for &tap in &dead {
-                filter[tap * g.cin..][..g.cin].fill(T::ZERO);
-            }
-        }
         for (i, r) in runs.iter().enumerate() {
             let a = MatRef::rows(&gyt[co0 * out_ld + r.output..], out_ld);
             let b = MatRef::transposed(&xt[r.input..], in_ld);
@@ -340,9 +343,7 @@ pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T>
     });
     give(xt);
     give(gyt);
-    let gw = taps_minor(g, &gwt[..g.cout * unit]);
-    give(gwt);
-    gw
+    gwt
 }
 
 #[cfg(test)]
