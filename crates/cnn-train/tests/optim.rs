@@ -293,6 +293,75 @@ fn adam_and_adamw_match_reference() {
 
 // ---- state ----
 
+/// A kernel `[out 2][kh 1][kw 2][in 3]` held tap by tap, as the models hold theirs, after one
+/// Adam step with distinct gradients, and its optimiser state.
+fn kernel_after_one_step() -> (Var, OptimizerState) {
+    let k = Tensor::arange(0f32, 12., &Device::Cpu).unwrap();
+    let p = Var::from_tensor(&k.reshape((2, 1, 2, 3)).unwrap()).unwrap();
+    let g = ((k.reshape((2, 1, 2, 3)).unwrap() * 0.1).unwrap() - 0.5).unwrap();
+    let mut opt = OptimizerState::new(Optimizer::adam(), 0.0);
+    opt.update("k", &p, &g, 0.1).unwrap();
+    (p, opt)
+}
+
+#[test]
+fn an_older_state_file_has_its_kernel_slots_laid_out_as_the_kernels_are_now() {
+    // Before the models held conv kernels tap by tap, a state file's 4-D slots were OIHW
+    // and it had no `kernels` entry; resumed as they were, Adam would pair each weight with
+    // another's moments.
+    let dir = tempfile::tempdir().unwrap();
+    let (p, opt) = kernel_after_one_step();
+    let path = dir.path().join("opt.safetensors");
+    opt.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    assert_eq!(meta.remove("kernels").as_deref(), Some("ohwi"));
+    let slots = opt.slots().unwrap();
+    let oihw: Vec<(String, Tensor)> = slots
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap(),
+            )
+        })
+        .collect();
+    let older = dir.path().join("older.safetensors");
+    safetensors::serialize_to_file(oihw.iter().map(|(k, t)| (k, t)), Some(meta), &older).unwrap();
+
+    let back = OptimizerState::load(&older, &Device::Cpu)
+        .unwrap()
+        .slots()
+        .unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(slots.len(), 2);
+    for (k, t) in &slots {
+        assert_eq!(back[k].dims(), p.dims(), "{k}");
+        assert_eq!(flat(&back[k]), flat(t), "{k}");
+    }
+}
+
+#[test]
+fn a_slot_of_another_shape_than_its_parameter_is_refused_and_kept() {
+    let (_, mut opt) = kernel_after_one_step();
+    // The same 12 values shaped as the kernel used to be (OIHW).
+    let oihw = Var::from_tensor(
+        &Tensor::zeros((2, 3, 1, 2), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+    let err = opt
+        .update("k", &oihw, &oihw.ones_like().unwrap(), 0.1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("optimiser slot k.exp_avg is [2, 1, 2, 3], its parameter [2, 3, 1, 2]"),
+        "{err}"
+    );
+    assert_eq!(opt.slots().unwrap().len(), 2, "both moments still held");
+    assert_eq!(opt.steps("k"), 1);
+}
+
 #[test]
 fn state_round_trips_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();

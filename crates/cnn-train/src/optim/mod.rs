@@ -256,6 +256,9 @@ impl OptimizerState {
                 (HostRule::Adam(adam, step), keys)
             }
         };
+        for k in &keys {
+            self.check_slot(k, var.shape())?;
+        }
         let first = !keys.iter().all(|k| self.has_slot(k));
         let mut slots = Vec::with_capacity(keys.len());
         for k in &keys {
@@ -279,6 +282,23 @@ impl OptimizerState {
 
     fn has_slot(&self, key: &str) -> bool {
         self.host_slots.contains_key(key) || self.slots.contains_key(key)
+    }
+
+    /// An error if slot `key` exists with another shape than its parameter's: checked for
+    /// every slot before any is taken out, so a refused update leaves the state whole.
+    fn check_slot(&self, key: &str, shape: &Shape) -> Result<()> {
+        let dims = match (self.host_slots.get(key), self.slots.get(key)) {
+            (Some((s, _)), _) => s.dims(),
+            (None, Some(t)) => t.dims(),
+            (None, None) => return Ok(()),
+        };
+        match dims == shape.dims() {
+            true => Ok(()),
+            false => Err(TrainError::Config(format!(
+                "optimiser slot {key} is {dims:?}, its parameter {:?}",
+                shape.dims()
+            ))),
+        }
     }
 
     /// Slot `key` as a host vector of `len` values (zeros if it does not exist yet), taken out

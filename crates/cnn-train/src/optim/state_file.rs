@@ -13,6 +13,11 @@ use std::path::Path;
 const RULE: &str = "rule";
 const WEIGHT_DECAY: &str = "weight_decay";
 const STEPS: &str = "steps";
+/// How the 4-D slots (those of convolution kernels) are laid out: `ohwi`, as the models have
+/// held their kernels since that layout came in. A file without it is older, its kernels'
+/// slots in PyTorch's OIHW order.
+const KERNELS: &str = "kernels";
+const OHWI: &str = "ohwi";
 
 impl OptimizerState {
     /// Writes the state to `path` atomically (temporary file, then rename).
@@ -25,6 +30,7 @@ impl OptimizerState {
                 json(serde_json::to_string(&self.weight_decay))?,
             ),
             (STEPS.to_string(), json(serde_json::to_string(&self.steps))?),
+            (KERNELS.to_string(), OHWI.to_string()),
         ]);
         let tmp = temporary_path(path);
         let cannot = |e: SafeTensorError| {
@@ -59,9 +65,17 @@ impl OptimizerState {
             serde_json::from_str(field(WEIGHT_DECAY)?).map_err(|e| bad(e.to_string()))?;
         let steps: BTreeMap<String, u64> =
             serde_json::from_str(field(STEPS)?).map_err(|e| bad(e.to_string()))?;
+        // An older file's kernel slots are OIHW: laid out as the kernels are now, so that a
+        // run resumes where it was (as they were, a resumed Adam would pair each weight
+        // with another's moments, silently).
+        let older = !meta.contains_key(KERNELS);
         let slots = candle_core::safetensors::load_buffer(&bytes, device)?
             .into_iter()
-            .collect();
+            .map(|(name, t)| match older && t.rank() == 4 {
+                true => Ok((name, t.permute((0, 2, 3, 1))?.contiguous()?)),
+                false => Ok((name, t)),
+            })
+            .collect::<Result<_>>()?;
         Ok(Self {
             rule,
             weight_decay,
