@@ -251,6 +251,12 @@ const CASES: &[Case] = &[
     case(8, 3, (3, 4), 4, (3, 5), 1, 2),
     case(8, 3, (2, 4), 4, (3, 5), 1, 1),
     case(8, 4, (1, 3), 5, (3, 3), 1, 1),
+    // Strided, one run per output pixel: 4x4 to 2x2 (ResNet's layer 4 at 64 px), an odd
+    // map, a 5x5 kernel at stride 3, a non-square kernel at stride 2.
+    case(8, 5, (4, 4), 6, (3, 3), 2, 1),
+    case(9, 3, (5, 4), 4, (3, 3), 2, 1),
+    case(8, 4, (7, 7), 5, (5, 5), 3, 2),
+    case(8, 3, (3, 6), 4, (3, 5), 2, 2),
     // 4x4 maps of 32 images: planes of 2 KiB (f32) and 4 KiB (f64), which the weight
     // gradient lays a cache line apart.
     case(32, 3, (4, 4), 4, (3, 3), 1, 1),
