@@ -255,6 +255,21 @@ pub(crate) enum KernelLayout {
     Ohwi,
 }
 
+impl KernelLayout {
+    /// Where `w[co][ci][tap]` of a kernel of `cin` input channels and `k2` taps sits.
+    pub(crate) fn index(
+        self,
+        (co, ci, tap): (usize, usize, usize),
+        cin: usize,
+        k2: usize,
+    ) -> usize {
+        match self {
+            KernelLayout::Oihw => (co * cin + ci) * k2 + tap,
+            KernelLayout::Ohwi => (co * k2 + tap) * cin + ci,
+        }
+    }
+}
+
 /// A kernel the forward pass prepared, kept for the input gradient so that it is not
 /// prepared twice a step: cut to its live taps (see [`ConvGeom::trimmed`]; a pass over all
 /// 9.4 MB of a 512-channel 3x3, ~3 % of ResNet18@32's training step when done twice),
@@ -262,18 +277,26 @@ pub(crate) enum KernelLayout {
 pub(crate) struct Prepared<T> {
     /// The geometry the input gradient runs with: the cut one where the conv is trimmed.
     pub(crate) geom: ConvGeom,
-    /// The kernel, OIHW, or `[co][tap][ci]` where `taps_major`.
+    /// The kernel, in `layout`.
     pub(crate) kernel: Vec<T>,
-    /// Whether the kernel is laid out tap by tap for [`taps`].
-    pub(crate) taps_major: bool,
+    pub(crate) layout: KernelLayout,
 }
 
-/// The layout the path that computes `g` multiplies: tap by tap for [`taps`], else OIHW.
-fn layout_for(g: &ConvGeom) -> KernelLayout {
-    match use_taps(g) {
-        true => KernelLayout::Ohwi,
-        false => KernelLayout::Oihw,
+/// The layout a pass of `g` multiplies a kernel that comes in `layout` in: tap by tap for
+/// [`taps`], either for Winograd (`winograd`: its kernel transforms read and write both),
+/// OIHW for im2col.
+fn pass_layout(g: &ConvGeom, winograd: bool, layout: KernelLayout) -> KernelLayout {
+    match (use_taps(g), winograd) {
+        (true, _) => KernelLayout::Ohwi,
+        (false, true) => layout,
+        (false, false) => KernelLayout::Oihw,
     }
+}
+
+/// Whether the input gradient of `g` runs through Winograd (as the forward conv of
+/// [`transposed_geometry`]).
+fn input_grad_by_winograd(g: &ConvGeom) -> bool {
+    transposed_geometry(g).is_some_and(|t| use_winograd(&t))
 }
 
 /// Whether a kernel of `g` in `layout` must be copied into `wanted`: not where they are
@@ -307,21 +330,21 @@ pub(crate) fn forward<T: Element>(
         Some((cut, k0)) => (cut, Some(cut_kernel(g, &cut, k0, w, layout))),
         None => (*g, None),
     };
-    let wanted = layout_for(&geom);
+    let wanted = pass_layout(&geom, use_winograd(&geom), layout);
     let relaid = relayout(&geom, layout, wanted).then(|| {
         let kernel = cut.as_deref().unwrap_or(w);
         laid_out(&geom, kernel, layout, keep)
     });
     let prepared = relaid.or(cut);
     let kernel = prepared.as_deref().unwrap_or(w);
-    let y = match wanted {
-        KernelLayout::Ohwi => taps::forward(&geom, x, kernel),
-        KernelLayout::Oihw => forward_oihw(&geom, x, kernel),
+    let y = match use_taps(&geom) {
+        true => taps::forward(&geom, x, kernel),
+        false => forward_untrimmed(&geom, x, kernel, wanted),
     };
     let prepared = prepared.map(|kernel| Prepared {
         geom,
         kernel,
-        taps_major: wanted == KernelLayout::Ohwi,
+        layout: wanted,
     });
     match (keep, prepared) {
         (true, prepared) => (y, prepared),
@@ -336,10 +359,7 @@ pub(crate) fn forward<T: Element>(
 
 /// [`input_grad`] from a kernel [`forward`] prepared.
 pub(crate) fn input_grad_prepared<T: Element>(p: Prepared<T>, gy: &[T]) -> Vec<T> {
-    match p.taps_major {
-        true => taps::input_grad(&p.geom, &p.kernel, gy),
-        false => input_grad_oihw(&p.geom, &p.kernel, gy),
-    }
+    input_grad(&p.geom, &p.kernel, p.layout, gy)
 }
 
 /// Gradient with respect to the input, for a kernel in `layout`.
@@ -353,13 +373,13 @@ pub(crate) fn input_grad<T: Element>(
         Some((cut, k0)) => (cut, Some(cut_kernel(g, &cut, k0, w, layout))),
         None => (*g, None),
     };
-    let wanted = layout_for(&geom);
+    let wanted = pass_layout(&geom, input_grad_by_winograd(&geom), layout);
     let kernel = cut.as_deref().unwrap_or(w);
     let relaid = relayout(&geom, layout, wanted).then(|| laid_out(&geom, kernel, layout, false));
     let kernel = relaid.as_deref().unwrap_or(kernel);
-    let gx = match wanted {
-        KernelLayout::Ohwi => taps::input_grad(&geom, kernel, gy),
-        KernelLayout::Oihw => input_grad_oihw(&geom, kernel, gy),
+    let gx = match use_taps(&geom) {
+        true => taps::input_grad(&geom, kernel, gy),
+        false => input_grad_untrimmed(&geom, kernel, wanted, gy),
     };
     if let Some(k) = relaid {
         give(k);
@@ -378,10 +398,10 @@ pub(crate) fn weight_grad<T: Element>(
         let gw = weight_grad(&cut, x, gy, layout);
         return uncut_kernel(g, &cut, k0, &gw, layout);
     }
-    let wanted = layout_for(g);
-    let gw = match wanted {
-        KernelLayout::Ohwi => taps::weight_grad(g, x, gy),
-        KernelLayout::Oihw => weight_grad_oihw(g, x, gy),
+    let wanted = pass_layout(g, use_winograd(g), layout);
+    let gw = match use_taps(g) {
+        true => taps::weight_grad(g, x, gy),
+        false => weight_grad_untrimmed(g, x, gy, wanted),
     };
     match relayout(g, layout, wanted) {
         true => laid_out(g, &gw, wanted, true),
@@ -389,12 +409,13 @@ pub(crate) fn weight_grad<T: Element>(
     }
 }
 
-/// `y = conv(x, w)` through im2col or Winograd, for an OIHW kernel of a conv that is not
-/// trimmed.
-fn forward_oihw<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
+/// `y = conv(x, w)` through Winograd (a kernel in `layout`) or im2col (OIHW), for a conv
+/// that is not trimmed.
+fn forward_untrimmed<T: Element>(g: &ConvGeom, x: &[T], w: &[T], layout: KernelLayout) -> Vec<T> {
     if use_winograd(g) {
-        return winograd::forward(g, x, w);
+        return winograd::forward(g, x, w, layout);
     }
+    assert_eq!(layout, KernelLayout::Oihw, "im2col: OIHW kernels only");
     let p = plan(g);
     let mut y = zeros(g.n * g.out_image());
     let pieces = y.chunks_mut(p.share * g.out_image());
@@ -515,10 +536,15 @@ fn forward_banded<T: Element>(
     give(col);
 }
 
-/// Gradient with respect to the input for an OIHW kernel of a conv that is not trimmed:
-/// `col2im(w^T gy)`, or where Winograd applies to it, the forward conv of `gy` with the
-/// flipped, transposed kernel.
-fn input_grad_oihw<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
+/// Gradient with respect to the input for a conv that is not trimmed: where Winograd
+/// applies to it, the forward conv of `gy` with the flipped, transposed kernel (in
+/// `layout`), else `col2im(w^T gy)` (OIHW).
+fn input_grad_untrimmed<T: Element>(
+    g: &ConvGeom,
+    w: &[T],
+    layout: KernelLayout,
+    gy: &[T],
+) -> Vec<T> {
     if let Some(t) = transposed_geometry(g) {
         // The forward's rule holds here too: on maps under 16x16 Winograd needs 64+
         // channels (at 8x8 with 64, batch 32, it runs 454 GFLOP/s against col2im's 316
@@ -526,9 +552,11 @@ fn input_grad_oihw<T: Element>(g: &ConvGeom, w: &[T], gy: &[T]) -> Vec<T> {
         // 2 at 64 px, it ran 405-407 against 358-364 before that), and at 224 px ResNet's
         // layer 3 (256 channels, 14x14) runs 2x faster.
         if use_winograd(&t) {
-            return winograd::forward(&t, gy, &flipped_transposed(g, w));
+            let flipped = flipped_transposed(g, w, layout);
+            return winograd::forward(&t, gy, &flipped, KernelLayout::Oihw);
         }
     }
+    assert_eq!(layout, KernelLayout::Oihw, "col2im: OIHW kernels only");
     if split_input_channels(g) {
         return input_grad_by_input_channels(g, w, gy);
     }
@@ -611,17 +639,17 @@ fn transposed_geometry(g: &ConvGeom) -> Option<ConvGeom> {
     })
 }
 
-/// `w'[ci][co][ky][kx] = w[co][ci][kh-1-ky][kw-1-kx]`: the kernel of [`transposed_geometry`].
-fn flipped_transposed<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
+/// `w'[ci][co][ky][kx] = w[co][ci][kh-1-ky][kw-1-kx]` (OIHW) from `w` in `layout`: the
+/// kernel of [`transposed_geometry`].
+fn flipped_transposed<T: Element>(g: &ConvGeom, w: &[T], layout: KernelLayout) -> Vec<T> {
     let k2 = g.kh * g.kw;
     let mut out = zeros(w.len());
     // In parallel: on one thread it left the other core idle.
     let filters = out.par_chunks_exact_mut(g.cout * k2);
     filters.enumerate().for_each(|(ci, filter)| {
         for (co, dst) in filter.chunks_exact_mut(k2).enumerate() {
-            let src = &w[(co * g.cin + ci) * k2..][..k2];
-            for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = v;
+            for (tap, d) in dst.iter_mut().enumerate() {
+                *d = w[layout.index((co, ci, k2 - 1 - tap), g.cin, k2)];
             }
         }
     });
@@ -689,12 +717,18 @@ fn input_grad_share<T: Element>(
     }
 }
 
-/// Gradient with respect to an OIHW kernel of a conv that is not trimmed: `gy im2col(x)^T`
-/// summed over the batch, or through Winograd.
-fn weight_grad_oihw<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
+/// Gradient with respect to the kernel of a conv that is not trimmed, through Winograd (in
+/// `layout`), or `gy im2col(x)^T` summed over the batch (OIHW).
+fn weight_grad_untrimmed<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    gy: &[T],
+    layout: KernelLayout,
+) -> Vec<T> {
     if use_winograd(g) {
-        return winograd::weight_grad(g, x, gy);
+        return winograd::weight_grad(g, x, gy, layout);
     }
+    assert_eq!(layout, KernelLayout::Oihw, "im2col: OIHW kernels only");
     if split_input_channels(g) {
         return weight_grad_by_input_channels(g, x, gy);
     }

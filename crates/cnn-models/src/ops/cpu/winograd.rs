@@ -13,7 +13,7 @@
 // chains would hide the algebra they transcribe.
 #![allow(clippy::needless_range_loop)]
 
-use super::conv::ConvGeom;
+use super::conv::{ConvGeom, KernelLayout};
 use super::winograd_simd as simd;
 use super::{gemm, give, take, zeros, Element, MatRef};
 use rayon::prelude::*;
@@ -83,9 +83,9 @@ fn shares(g: &ConvGeom) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `y = conv(x, w)` for an NCHW batch and OIHW 3x3 kernel (see [`applies`]).
-pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T]) -> Vec<T> {
-    let u = kernel_transform(g, w);
+/// `y = conv(x, w)` for an NCHW batch and a 3x3 kernel in `layout` (see [`applies`]).
+pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T], layout: KernelLayout) -> Vec<T> {
+    let u = kernel_transform(g, w, layout);
     let shares = shares(g);
     let mut y = zeros(g.n * g.out_image());
     let jobs: Vec<_> = shares
@@ -152,7 +152,13 @@ fn forward_share<T: Element>(
 /// `∂L/∂w` of [`forward`] given the output gradient `gy`, in the transformed domain:
 /// `∂L/∂u[e] = Σ_tiles (A gy Aᵀ)[e] · v[e]ᵀ`, 16 GEMMs whose reduction runs over every
 /// tile of the batch, then `∂L/∂w = Gᵀ (∂L/∂u) G` per kernel, summing the threads' parts.
-pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
+/// The gradient comes in `layout`.
+pub(crate) fn weight_grad<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    gy: &[T],
+    layout: KernelLayout,
+) -> Vec<T> {
     let len = POS * g.cout * g.cin;
     let partials: Vec<Vec<T>> = shares(g)
         .into_par_iter()
@@ -162,7 +168,7 @@ pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T>
             du
         })
         .collect();
-    let gw = kernel_transform_adjoint(g, &partials);
+    let gw = kernel_transform_adjoint(g, &partials, layout);
     partials.into_iter().for_each(give);
     gw
 }
@@ -278,7 +284,11 @@ fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: u
 /// `Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]]`, where `∂L/∂u` is the sum of `parts`
 /// (one per thread's share of the batch). Filter by filter in parallel, summing as it goes:
 /// on one thread, after a separate sum, it left the other core idle.
-fn kernel_transform_adjoint<T: Element>(g: &ConvGeom, parts: &[Vec<T>]) -> Vec<T> {
+fn kernel_transform_adjoint<T: Element>(
+    g: &ConvGeom,
+    parts: &[Vec<T>],
+    layout: KernelLayout,
+) -> Vec<T> {
     let half = T::from_f64(0.5);
     let gt = |a: [T; 4]| {
         [
@@ -309,9 +319,10 @@ fn kernel_transform_adjoint<T: Element>(g: &ConvGeom, parts: &[Vec<T>]) -> Vec<T
                         t[r][c] = col[r];
                     }
                 }
-                let k = &mut w[ci * 9..][..9];
                 for (r, row) in t.iter().enumerate() {
-                    k[r * 3..r * 3 + 3].copy_from_slice(&gt(*row));
+                    for (c, v) in gt(*row).into_iter().enumerate() {
+                        w[layout.index((0, ci, r * 3 + c), g.cin, 9)] = v;
+                    }
                 }
             }
         });
@@ -323,14 +334,14 @@ fn kernel_transform_adjoint<T: Element>(g: &ConvGeom, parts: &[Vec<T>]) -> Vec<T
 /// with `give`). Laid out filter by filter so that the threads transform whole filters in
 /// parallel (on one thread it left the other core idle); position e of every filter is the
 /// GEMMs' `cout x cin` matrix, rows `16 cin` apart.
-fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T]) -> Vec<T> {
+fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T], layout: KernelLayout) -> Vec<T> {
     let half = T::from_f64(0.5);
     let filter = POS * g.cin;
     let mut u = take::<T>(g.cout * filter);
     let filters = u[..g.cout * filter].par_chunks_exact_mut(filter);
     filters.enumerate().for_each(|(co, u)| {
         for ci in 0..g.cin {
-            let k = &w[(co * g.cin + ci) * 9..][..9];
+            let k: [T; 9] = std::array::from_fn(|tap| w[layout.index((co, ci, tap), g.cin, 9)]);
             // t = G k (4x3), then t Gᵀ (4x4).
             let mut t = [[T::ZERO; 3]; 4];
             for c in 0..3 {
