@@ -277,8 +277,8 @@ impl KernelLayout {
 pub(crate) struct Prepared<T> {
     /// The geometry the input gradient runs with: the cut one where the conv is trimmed.
     pub(crate) geom: ConvGeom,
-    /// The kernel, in `layout`.
     pub(crate) kernel: Vec<T>,
+    /// How `kernel` is laid out: as the forward pass's path multiplied it.
     pub(crate) layout: KernelLayout,
 }
 

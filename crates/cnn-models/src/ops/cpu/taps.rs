@@ -6,14 +6,14 @@
 //! pixel (4x4 maps: 44 of 144), and im2col multiplies those zeros like any other value.
 //! Here the batch is laid out channel-major, `[c][y][x][n]`, so that for a tap `(ky, kx)`
 //! and an output row the output pixels it reaches, and the input pixels they read, are each
-//! one run of contiguous columns (at stride 1; at larger strides each pixel's `n` images). The kernel is read tap by tap
-//! (`[co][tap][ci]`, OHWI) so that each tap's weights are contiguous rows: read in place
-//! from OIHW, a value per tap apart, every GEMM call would stream all of the kernel's cache
-//! lines (whole ResNet18@64 training steps ran up to 3.3 % slower that way). The models hold
-//! their kernels so (`conv::KernelLayout::Ohwi`); an OIHW kernel is copied into it first
-//! ([`taps_major`]), and the weight gradient, written in the same layout, back
-//! ([`taps_minor`]). The threads split output channels (forward, weight gradient) or input
-//! channels (input gradient): no partial sums.
+//! one run of contiguous columns (at stride 1; at larger strides each pixel's `n` images).
+//! The kernel is read tap by tap (`[co][tap][ci]`, OHWI) so that each tap's weights are
+//! contiguous rows: read in place from OIHW, a value per tap apart, every GEMM call would
+//! stream all of the kernel's cache lines (whole ResNet18@64 training steps ran up to 3.3 %
+//! slower that way). The models hold their kernels so (`conv::KernelLayout::Ohwi`); an OIHW
+//! kernel is copied into it first ([`taps_major`]), and the weight gradient, written in the
+//! same layout, back ([`taps_minor`]). The threads split output channels (forward, weight
+//! gradient) or input channels (input gradient): no partial sums.
 
 use super::conv::ConvGeom;
 use super::{gemm, give, take, zeros, Element, MatRef};
