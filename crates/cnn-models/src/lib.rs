@@ -3,6 +3,8 @@
 //! Networks use torchvision's layout and tensor names, draw their initial values from a
 //! seeded generator with torchvision's distributions, load and save safetensors, and print
 //! a layer summary. Every op they call lives in [`ops`], the one place faster kernels go.
+//! Convolution kernels are held tap by tap (`[out][kh][kw][in]`, see [`Stored`]), the
+//! layout the CPU convolutions multiply; files and [`Param::to_torch`] give torchvision's.
 //!
 //! ```no_run
 //! use cnn_models::{Model, Pass};

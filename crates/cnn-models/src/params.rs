@@ -111,9 +111,9 @@ impl ParamStore {
             .sum()
     }
 
-    /// Every tensor by name in torchvision's layout: detached views of the live storage
-    /// where it is stored so (a later update shows through, so save or copy them before the
-    /// next step), copies of the convolution kernels.
+    /// Every tensor by name in torchvision's layout: for tensors held in that layout,
+    /// detached views of the live storage (a later update shows through, so save or copy
+    /// them before the next step); for the convolution kernels, copies.
     pub fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
         self.params
             .iter()

@@ -50,6 +50,10 @@ pub struct Args {
     /// Cap every run at this many epochs (a smoke test of the pipeline; the report says so).
     #[arg(long, hide = true)]
     pub max_epochs: Option<usize>,
+    /// Run on candle's own CPU ops instead of the project's kernels (the bench's `candle`
+    /// baseline), to time the same reproduction without them: give it a scratch `--out`.
+    #[arg(long, hide = true)]
+    pub candle_ops: bool,
 }
 
 /// One finished run of the plan.
@@ -76,6 +80,10 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
     );
     if !source.real {
         println!("reproduce: WARNING: synthetic data; the figures are not comparable with the assignment's");
+    }
+    if args.candle_ops {
+        cnn_models::ops::set_cpu_kernels(cnn_models::ops::CpuKernels::candle());
+        println!("reproduce: candle's own CPU ops, not the project's kernels (--candle-ops)");
     }
     let stop = stop_on_ctrl_c()?;
     let mut runs = Vec::new();
