@@ -331,30 +331,27 @@ pub(crate) fn forward<T: Element>(
         None => (*g, None),
     };
     let wanted = pass_layout(&geom, use_winograd(&geom), layout);
-    let relaid = relayout(&geom, layout, wanted).then(|| {
-        let kernel = cut.as_deref().unwrap_or(w);
-        laid_out(&geom, kernel, layout, keep)
-    });
+    let copied = relayout(&geom, layout, wanted);
+    let relaid = copied.then(|| laid_out(&geom, cut.as_deref().unwrap_or(w), layout, keep));
     let prepared = relaid.or(cut);
     let kernel = prepared.as_deref().unwrap_or(w);
     let y = match use_taps(&geom) {
         true => taps::forward(&geom, x, kernel),
         false => forward_untrimmed(&geom, x, kernel, wanted),
     };
+    if !keep {
+        // A scratch copy goes back to the pool (a cut kernel is a vector of its own).
+        if let (true, Some(kernel)) = (copied, prepared) {
+            give(kernel);
+        }
+        return (y, None);
+    }
     let prepared = prepared.map(|kernel| Prepared {
         geom,
         kernel,
         layout: wanted,
     });
-    match (keep, prepared) {
-        (true, prepared) => (y, prepared),
-        // A scratch copy goes back to the pool (a cut kernel is a vector of its own).
-        (false, Some(p)) if relayout(&geom, layout, wanted) => {
-            give(p.kernel);
-            (y, None)
-        }
-        (false, _) => (y, None),
-    }
+    (y, prepared)
 }
 
 /// [`input_grad`] from a kernel [`forward`] prepared.
