@@ -386,6 +386,7 @@ fn matrix(args: &Args) -> Result<()> {
         rayon::current_num_threads(),
         args.malloc
     );
+    println!("{}", sgemm_line(args.steps)?);
     let mut table = Vec::new();
     for row in &rows {
         for &mode in &args.modes {
@@ -706,6 +707,21 @@ fn interleaved(
     Ok((median(&mut ta), median(&mut tb)))
 }
 
+/// This machine's SGEMM rate on the pool's threads (2048^3 through candle's matmul, i.e.
+/// the gemm crate; median of `steps`, at least 5), as a line to print: the peak the
+/// kernels' GFLOP/s compare with, and what tells one host from another when tables
+/// measured on different days disagree.
+fn sgemm_line(steps: usize) -> Result<String> {
+    let (dev, m) = (Device::Cpu, 2048);
+    let a = Tensor::randn(0f32, 1., (m, m), &dev)?;
+    let b = Tensor::randn(0f32, 1., (m, m), &dev)?;
+    let (t, _) = interleaved(steps.max(5), || Ok(a.matmul(&b)?), || Ok(a.clone()))?;
+    Ok(format!(
+        "SGEMM {m}x{m}x{m} (candle matmul = the gemm crate): {:.1} GFLOP/s",
+        2.0 * (m * m * m) as f64 / t / 1e9
+    ))
+}
+
 fn conv_layers(args: &Args) -> Result<()> {
     let dev = Device::Cpu;
     let n = args.conv_batch;
@@ -715,14 +731,7 @@ fn conv_layers(args: &Args) -> Result<()> {
         rayon::current_num_threads(),
         args.steps
     );
-    let m = 2048;
-    let a = Tensor::randn(0f32, 1., (m, m), &dev)?;
-    let b = Tensor::randn(0f32, 1., (m, m), &dev)?;
-    let (t, _) = interleaved(args.steps.max(5), || Ok(a.matmul(&b)?), || Ok(a.clone()))?;
-    println!(
-        "SGEMM {m}x{m}x{m} (candle matmul = the gemm crate): {:.1} GFLOP/s",
-        2.0 * (m * m * m) as f64 / t / 1e9
-    );
+    println!("{}", sgemm_line(args.steps)?);
     println!(
         "| layer | shape | fwd candle | fwd ours | igrad candle | igrad ours | wgrad candle | wgrad ours | step speedup |"
     );
