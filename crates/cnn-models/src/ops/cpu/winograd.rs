@@ -61,6 +61,19 @@ fn tiles(g: &ConvGeom) -> (usize, usize) {
     (g.oh.div_ceil(2), g.ow.div_ceil(2))
 }
 
+/// Elements between consecutive blocks of `len` values that are read or written side by
+/// side: `len`, and one cache line more where that is a multiple of 2 KiB. The transforms
+/// write (or read) each tile's 16 values one per position's block, and the GEMMs read the
+/// transformed kernel and write its gradient a filter (16 positions) per row; blocks or
+/// rows 4 KiB apart all fall in one L1 set (ResNet's layer 1 at 64 px: 64 channels of 64
+/// tiles, 16 KiB a position; 64-channel filters, 4 KiB).
+fn padded_stride<T>(len: usize) -> usize {
+    match (len * std::mem::size_of::<T>()) % 2048 {
+        0 => len + 64 / std::mem::size_of::<T>(),
+        _ => len,
+    }
+}
+
 /// Images transformed together out of a share of `count`: enough for [`MIN_TILES`] tiles,
 /// within [`MAX_V`], in equal chunks.
 fn chunk(g: &ConvGeom, count: usize) -> usize {
@@ -115,34 +128,26 @@ fn forward_share<T: Element>(
     for c0 in (0..count).step_by(chunk) {
         let imgs = chunk.min(count - c0);
         let cols = imgs * per_image;
-        let mut v = take::<T>(POS * g.cin * cols);
-        let mut m = take::<T>(POS * g.cout * cols);
+        let (vs, ms) = (
+            padded_stride::<T>(g.cin * cols),
+            padded_stride::<T>(g.cout * cols),
+        );
+        let mut v = take::<T>(POS * vs);
+        let mut m = take::<T>(POS * ms);
         for j in 0..imgs {
             let img = &x[(first + c0 + j) * g.in_image()..][..g.in_image()];
-            input_transform(g, img, &mut v, cols, j * per_image);
+            input_transform(g, img, &mut v, (cols, vs), j * per_image);
         }
         for e in 0..POS {
-            let a = MatRef::rows(&u[e * g.cin..], POS * g.cin);
-            let b = MatRef::rows(&v[e * g.cin * cols..], cols);
+            let a = MatRef::rows(&u[e * g.cin..], padded_stride::<T>(POS * g.cin));
+            let b = MatRef::rows(&v[e * vs..], cols);
             // SAFETY: a is cout x cin (position e of every filter in u), b is cin x cols
             // (v's block e).
-            unsafe {
-                gemm(
-                    g.cout,
-                    cols,
-                    g.cin,
-                    &mut m[e * g.cout * cols..],
-                    cols,
-                    false,
-                    a,
-                    b,
-                    1,
-                )
-            };
+            unsafe { gemm(g.cout, cols, g.cin, &mut m[e * ms..], cols, false, a, b, 1) };
         }
         for j in 0..imgs {
             let out = &mut y[(c0 + j) * g.out_image()..][..g.out_image()];
-            output_transform(g, &m, cols, j * per_image, out);
+            output_transform(g, &m, (cols, ms), j * per_image, out);
         }
         give(m);
         give(v);
@@ -159,7 +164,7 @@ pub(crate) fn weight_grad<T: Element>(
     gy: &[T],
     layout: KernelLayout,
 ) -> Vec<T> {
-    let len = POS * g.cout * g.cin;
+    let len = g.cout * padded_stride::<T>(POS * g.cin);
     let partials: Vec<Vec<T>> = shares(g)
         .into_par_iter()
         .map(|(first, count)| {
@@ -189,18 +194,22 @@ fn weight_grad_share<T: Element>(
     for (k, c0) in (0..count).step_by(chunk).enumerate() {
         let imgs = chunk.min(count - c0);
         let cols = imgs * per_image;
-        let mut v = take::<T>(POS * g.cin * cols);
-        let mut dm = take::<T>(POS * g.cout * cols);
+        let (vs, ms) = (
+            padded_stride::<T>(g.cin * cols),
+            padded_stride::<T>(g.cout * cols),
+        );
+        let mut v = take::<T>(POS * vs);
+        let mut dm = take::<T>(POS * ms);
         for j in 0..imgs {
             let i = first + c0 + j;
             let img = &x[i * g.in_image()..][..g.in_image()];
-            input_transform(g, img, &mut v, cols, j * per_image);
+            input_transform(g, img, &mut v, (cols, vs), j * per_image);
             let grad = &gy[i * g.out_image()..][..g.out_image()];
-            grad_output_transform(g, grad, &mut dm, cols, j * per_image);
+            grad_output_transform(g, grad, &mut dm, (cols, ms), j * per_image);
         }
         for e in 0..POS {
-            let a = MatRef::rows(&dm[e * g.cout * cols..], cols);
-            let b = MatRef::transposed(&v[e * g.cin * cols..], cols);
+            let a = MatRef::rows(&dm[e * ms..], cols);
+            let b = MatRef::transposed(&v[e * vs..], cols);
             // SAFETY: a is cout x cols (dm's block e), b is cols x cin (v's block e, transposed);
             // the result goes to position e of every filter in du.
             unsafe {
@@ -209,7 +218,7 @@ fn weight_grad_share<T: Element>(
                     g.cin,
                     cols,
                     &mut du[e * g.cin..],
-                    POS * g.cin,
+                    padded_stride::<T>(POS * g.cin),
                     k > 0,
                     a,
                     b,
@@ -223,9 +232,16 @@ fn weight_grad_share<T: Element>(
 }
 
 /// Writes `A gy Aᵀ` of every 2x2 output-gradient tile of one image into
-/// `dm[e][co][col0 + tile]` (rows `ld` apart), with `A = [[1, 0], [1, 1], [1, -1], [0, -1]]`;
-/// outputs past the map's edge count as zero. The adjoint of [`output_transform`].
-fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: usize, col0: usize) {
+/// `dm[e][co][col0 + tile]` (rows `ld` apart, positions `pos`), with
+/// `A = [[1, 0], [1, 1], [1, -1], [0, -1]]`; outputs past the map's edge count as zero. The
+/// adjoint of [`output_transform`].
+fn grad_output_transform<T: Element>(
+    g: &ConvGeom,
+    gy: &[T],
+    dm: &mut [T],
+    (ld, pos): (usize, usize),
+    col0: usize,
+) {
     let (th, tw) = tiles(g);
     let mut run = [[T::ZERO; TILE_RUN]; POS];
     let simd = simd::available();
@@ -237,7 +253,7 @@ fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: u
                 let at = co * ld + col0 + ty * tw + tx0;
                 let (rows, count) = output_rows(g, groups, (ty, tx0), len);
                 let rows = &rows[..groups];
-                simd::grad_output_tiles(plane, (rows, count), len, dm, (at, g.cout * ld));
+                simd::grad_output_tiles(plane, (rows, count), len, dm, (at, pos));
             }
             continue;
         }
@@ -273,7 +289,7 @@ fn grad_output_transform<T: Element>(g: &ConvGeom, gy: &[T], dm: &mut [T], ld: u
                 }
                 let col = col0 + ty * tw + tx0;
                 for (e, vals) in run.iter().enumerate() {
-                    dm[(e * g.cout + co) * ld + col..][..len].copy_from_slice(&vals[..len]);
+                    dm[e * pos + co * ld + col..][..len].copy_from_slice(&vals[..len]);
                 }
             }
         }
@@ -297,12 +313,15 @@ fn kernel_transform_adjoint<T: Element>(
             half * (a[1] + a[2]) + a[3],
         ]
     };
-    let filter = POS * g.cin;
+    let filter = padded_stride::<T>(POS * g.cin);
     let mut w = zeros(g.cout * g.cin * 9);
     w.par_chunks_exact_mut(g.cin * 9)
         .enumerate()
         .for_each(|(co, w)| {
-            let du: Vec<&[T]> = parts.iter().map(|p| &p[co * filter..][..filter]).collect();
+            let du: Vec<&[T]> = parts
+                .iter()
+                .map(|p| &p[co * filter..][..POS * g.cin])
+                .collect();
             for ci in 0..g.cin {
                 let at = |e: usize| {
                     let mut sum = du[0][e * g.cin + ci];
@@ -333,10 +352,10 @@ fn kernel_transform_adjoint<T: Element>(
 /// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`, in a scratch buffer (hand it back
 /// with `give`). Laid out filter by filter so that the threads transform whole filters in
 /// parallel (on one thread it left the other core idle); position e of every filter is the
-/// GEMMs' `cout x cin` matrix, rows `16 cin` apart.
+/// GEMMs' `cout x cin` matrix, rows `16 cin` apart ([`padded_stride`]).
 fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T], layout: KernelLayout) -> Vec<T> {
     let half = T::from_f64(0.5);
-    let filter = POS * g.cin;
+    let filter = padded_stride::<T>(POS * g.cin);
     let mut u = take::<T>(g.cout * filter);
     let filters = u[..g.cout * filter].par_chunks_exact_mut(filter);
     filters.enumerate().for_each(|(co, u)| {
@@ -369,9 +388,15 @@ fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T], layout: KernelLayout) -> 
 const TILE_RUN: usize = 16;
 
 /// Writes the 4x4 transforms `Bᵀ d B` of every tile `d` of image `x` into
-/// `v[e][ci][col0 + tile]` (rows `ld` apart), with
+/// `v[e][ci][col0 + tile]` (rows `ld` apart, positions `pos`), with
 /// `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
-fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, col0: usize) {
+fn input_transform<T: Element>(
+    g: &ConvGeom,
+    x: &[T],
+    v: &mut [T],
+    (ld, pos): (usize, usize),
+    col0: usize,
+) {
     let (th, tw) = tiles(g);
     // Each plane is first copied into a zero-bordered one that every tile lies inside, so
     // the tile loop has no edge cases (on 8x8 maps most tiles touch the border).
@@ -392,7 +417,7 @@ fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, co
                     std::array::from_fn(|r| (2 * (ty + k) + r) * pw + 2 * tx0)
                 });
                 let at = ci * ld + col0 + ty * tw + tx0;
-                simd::input_tiles(padded, &rows[..groups], len, v, (at, g.cin * ld));
+                simd::input_tiles(padded, &rows[..groups], len, v, (at, pos));
             }
             continue;
         }
@@ -426,17 +451,23 @@ fn input_transform<T: Element>(g: &ConvGeom, x: &[T], v: &mut [T], ld: usize, co
                 }
                 let col = col0 + ty * tw + tx0;
                 for (e, vals) in run.iter().enumerate() {
-                    v[(e * g.cin + ci) * ld + col..][..len].copy_from_slice(&vals[..len]);
+                    v[e * pos + ci * ld + col..][..len].copy_from_slice(&vals[..len]);
                 }
             }
         }
     }
 }
 
-/// Folds the products `m[e][co][col0 + tile]` (rows `ld` apart) of one image back into its
-/// output `y` (cout x oh x ow) as `Aᵀ m A`, with `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`,
-/// dropping the outputs past the map's edge.
-fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y: &mut [T]) {
+/// Folds the products `m[e][co][col0 + tile]` (rows `ld` apart, positions `pos`) of one
+/// image back into its output `y` (cout x oh x ow) as `Aᵀ m A`, with
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`, dropping the outputs past the map's edge.
+fn output_transform<T: Element>(
+    g: &ConvGeom,
+    m: &[T],
+    (ld, pos): (usize, usize),
+    col0: usize,
+    y: &mut [T],
+) {
     let (th, tw) = tiles(g);
     let mut run = [[T::ZERO; TILE_RUN]; POS];
     let simd = simd::available();
@@ -448,7 +479,7 @@ fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y
                 let at = co * ld + col0 + ty * tw + tx0;
                 let (rows, count) = output_rows(g, groups, (ty, tx0), len);
                 let rows = &rows[..groups];
-                simd::output_tiles(m, (at, g.cout * ld), len, plane, (rows, count));
+                simd::output_tiles(m, (at, pos), len, plane, (rows, count));
             }
             continue;
         }
@@ -457,7 +488,7 @@ fn output_transform<T: Element>(g: &ConvGeom, m: &[T], ld: usize, col0: usize, y
                 let len = TILE_RUN.min(tw - tx0);
                 let col = col0 + ty * tw + tx0;
                 for (e, vals) in run.iter_mut().enumerate() {
-                    vals[..len].copy_from_slice(&m[(e * g.cout + co) * ld + col..][..len]);
+                    vals[..len].copy_from_slice(&m[e * pos + co * ld + col..][..len]);
                 }
                 for i in 0..len {
                     let val = |e: usize| run[e][i];
@@ -539,4 +570,22 @@ fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
     // SAFETY: as in `as_f32`; the borrow of `s` moves into the result.
     (TypeId::of::<T>() == TypeId::of::<f32>())
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::padded_stride;
+
+    #[test]
+    fn strides_of_whole_2_kib_blocks_move_a_cache_line_on() {
+        // 64 channels of 64 tiles (16 KiB of f32) and 16 positions of 64 channels (4 KiB).
+        assert_eq!(padded_stride::<f32>(64 * 64), 64 * 64 + 16);
+        assert_eq!(padded_stride::<f32>(16 * 64), 16 * 64 + 16);
+        assert_eq!(padded_stride::<f64>(16 * 16), 16 * 16 + 8);
+        // Other lengths stay as they are: 130 channels, 48 tiles of 128 channels (24 KiB is
+        // padded, 49 tiles are not).
+        assert_eq!(padded_stride::<f32>(16 * 130), 16 * 130);
+        assert_eq!(padded_stride::<f32>(128 * 48), 128 * 48 + 16);
+        assert_eq!(padded_stride::<f32>(128 * 49), 128 * 49);
+    }
 }
