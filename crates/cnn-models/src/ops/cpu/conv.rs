@@ -102,9 +102,10 @@ fn gather_rows<T: Element>(
 /// Row stride for the output gradient and column matrices of `cols` columns that the weight
 /// gradient's GEMMs read down their columns: a stride of a multiple of 4 KiB puts every row in
 /// the same L1 cache set, which made gemm's packing gather 1.7x slower (ResNet18's stem at
-/// 64 px: 1024 columns).
+/// 64 px: 1024 columns); on an 8-way L1 a multiple of 2 KiB (two sets) cost too (ResNet's
+/// layer3.0.conv1 at 64 px, 512 columns: weight gradient 105 -> 123-134 GFLOP/s).
 fn gradient_ld<T>(cols: usize) -> usize {
-    match (cols * std::mem::size_of::<T>()) % 4096 {
+    match (cols * std::mem::size_of::<T>()) % 2048 {
         0 => cols + 16,
         _ => cols,
     }
