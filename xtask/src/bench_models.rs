@@ -165,14 +165,6 @@ enum Malloc {
 }
 
 impl Malloc {
-    /// The name `--malloc` takes.
-    fn name(self) -> &'static str {
-        match self {
-            Malloc::Default => "default",
-            Malloc::Tuned => "tuned",
-        }
-    }
-
     /// Whether this process started with these settings (glibc reads them at start only).
     fn in_effect(self) -> bool {
         let set = |(k, v): &(&str, &str)| std::env::var(k).is_ok_and(|value| value == *v);
@@ -225,12 +217,17 @@ fn rerun_with(malloc: Malloc) -> Result<()> {
         .envs(malloc.env())
         .status()?;
     if !status.success() {
-        bail!(
-            "the worker, run again with malloc {}, failed: {status}",
-            malloc.name()
-        );
+        bail!("the worker, run again with malloc {malloc:?}, failed: {status}");
     }
     Ok(())
+}
+
+/// `malloc` as `--malloc` takes it (clap's name for the value).
+fn malloc_arg(malloc: Malloc) -> String {
+    malloc
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// One model at one input size.
@@ -346,7 +343,7 @@ fn ours_sets(args: &Args, row: &Row, mode: Mode, sets: &[Baseline]) -> Result<Ve
         .args(["--batch", &args.batch.to_string()])
         .args(["--steps", &args.steps.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
-        .args(["--malloc", args.malloc.name()])
+        .args(["--malloc", &malloc_arg(args.malloc)])
         .envs(args.malloc.env());
     let what = format!("{} {mode:?} ({})", row.label(), names.join(","));
     let out = run_child(cmd, &what)?;

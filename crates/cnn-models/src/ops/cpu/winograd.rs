@@ -74,6 +74,21 @@ fn padded_stride<T>(len: usize) -> usize {
     }
 }
 
+/// Elements between the filters of a transformed kernel `u` (and of its gradient), each
+/// `16 cin` values: the GEMMs' row stride for position `e` of every filter.
+fn filter_stride<T>(g: &ConvGeom) -> usize {
+    padded_stride::<T>(POS * g.cin)
+}
+
+/// Elements between the 16 position blocks of a chunk's transformed input (`cin` rows of
+/// `cols` tiles) and of its products or output-gradient transforms (`cout` rows).
+fn block_strides<T>(g: &ConvGeom, cols: usize) -> (usize, usize) {
+    (
+        padded_stride::<T>(g.cin * cols),
+        padded_stride::<T>(g.cout * cols),
+    )
+}
+
 /// Images transformed together out of a share of `count`: enough for [`MIN_TILES`] tiles,
 /// within [`MAX_V`], in equal chunks.
 fn chunk(g: &ConvGeom, count: usize) -> usize {
@@ -128,10 +143,7 @@ fn forward_share<T: Element>(
     for c0 in (0..count).step_by(chunk) {
         let imgs = chunk.min(count - c0);
         let cols = imgs * per_image;
-        let (vs, ms) = (
-            padded_stride::<T>(g.cin * cols),
-            padded_stride::<T>(g.cout * cols),
-        );
+        let (vs, ms) = block_strides::<T>(g, cols);
         let mut v = take::<T>(POS * vs);
         let mut m = take::<T>(POS * ms);
         for j in 0..imgs {
@@ -139,7 +151,7 @@ fn forward_share<T: Element>(
             input_transform(g, img, &mut v, (cols, vs), j * per_image);
         }
         for e in 0..POS {
-            let a = MatRef::rows(&u[e * g.cin..], padded_stride::<T>(POS * g.cin));
+            let a = MatRef::rows(&u[e * g.cin..], filter_stride::<T>(g));
             let b = MatRef::rows(&v[e * vs..], cols);
             // SAFETY: a is cout x cin (position e of every filter in u), b is cin x cols
             // (v's block e).
@@ -164,7 +176,7 @@ pub(crate) fn weight_grad<T: Element>(
     gy: &[T],
     layout: KernelLayout,
 ) -> Vec<T> {
-    let len = g.cout * padded_stride::<T>(POS * g.cin);
+    let len = g.cout * filter_stride::<T>(g);
     let partials: Vec<Vec<T>> = shares(g)
         .into_par_iter()
         .map(|(first, count)| {
@@ -194,10 +206,7 @@ fn weight_grad_share<T: Element>(
     for (k, c0) in (0..count).step_by(chunk).enumerate() {
         let imgs = chunk.min(count - c0);
         let cols = imgs * per_image;
-        let (vs, ms) = (
-            padded_stride::<T>(g.cin * cols),
-            padded_stride::<T>(g.cout * cols),
-        );
+        let (vs, ms) = block_strides::<T>(g, cols);
         let mut v = take::<T>(POS * vs);
         let mut dm = take::<T>(POS * ms);
         for j in 0..imgs {
@@ -218,7 +227,7 @@ fn weight_grad_share<T: Element>(
                     g.cin,
                     cols,
                     &mut du[e * g.cin..],
-                    padded_stride::<T>(POS * g.cin),
+                    filter_stride::<T>(g),
                     k > 0,
                     a,
                     b,
@@ -313,7 +322,7 @@ fn kernel_transform_adjoint<T: Element>(
             half * (a[1] + a[2]) + a[3],
         ]
     };
-    let filter = padded_stride::<T>(POS * g.cin);
+    let filter = filter_stride::<T>(g);
     let mut w = zeros(g.cout * g.cin * 9);
     w.par_chunks_exact_mut(g.cin * 9)
         .enumerate()
@@ -352,10 +361,10 @@ fn kernel_transform_adjoint<T: Element>(
 /// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`, in a scratch buffer (hand it back
 /// with `give`). Laid out filter by filter so that the threads transform whole filters in
 /// parallel (on one thread it left the other core idle); position e of every filter is the
-/// GEMMs' `cout x cin` matrix, rows `16 cin` apart ([`padded_stride`]).
+/// GEMMs' `cout x cin` matrix, rows [`filter_stride`] apart.
 fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T], layout: KernelLayout) -> Vec<T> {
     let half = T::from_f64(0.5);
-    let filter = padded_stride::<T>(POS * g.cin);
+    let filter = filter_stride::<T>(g);
     let mut u = take::<T>(g.cout * filter);
     let filters = u[..g.cout * filter].par_chunks_exact_mut(filter);
     filters.enumerate().for_each(|(co, u)| {
