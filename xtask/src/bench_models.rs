@@ -6,6 +6,7 @@
 //! A row's process is this binary re-run as `<exe> bench --worker ROW ...`, so `main` must
 //! hand the arguments after `bench` to [`run`].
 
+use crate::bench_op_times;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use clap::{Parser, ValueEnum};
@@ -83,6 +84,14 @@ struct Args {
     /// step, so all see the same machine load (peak RSS is then the process's, shared).
     #[arg(long)]
     interleave: bool,
+    /// Also print where our step goes under each row: forward, backward and optimiser, and
+    /// the most costly ops by input shapes, in ms per step, timed in one more process (the
+    /// measured rows run without the timing).
+    #[arg(long)]
+    op_times: bool,
+    /// Internal: time the phases and ops of the steps and print OPTIME lines.
+    #[arg(long, hide = true)]
+    worker_op_times: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -313,11 +322,16 @@ fn parse_result(stdout: &str) -> Result<Vec<HashMap<String, String>>> {
     Ok(results)
 }
 
-fn run_child(mut cmd: Command, what: &str) -> Result<Vec<HashMap<String, String>>> {
+fn run_child(cmd: Command, what: &str) -> Result<Vec<HashMap<String, String>>> {
+    parse_result(&child_stdout(cmd, what)?)
+}
+
+/// What `cmd` printed, or an error with its output if it failed.
+fn child_stdout(mut cmd: Command, what: &str) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("{what}: cannot start {cmd:?}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!(
             "{what} failed ({}):\n{stdout}\n{}",
@@ -325,7 +339,7 @@ fn run_child(mut cmd: Command, what: &str) -> Result<Vec<HashMap<String, String>
             String::from_utf8_lossy(&out.stderr)
         )
     }
-    parse_result(&stdout)
+    Ok(stdout)
 }
 
 fn ours(args: &Args, row: &Row, mode: Mode, kernels: Baseline) -> Result<Measure> {
@@ -335,16 +349,7 @@ fn ours(args: &Args, row: &Row, mode: Mode, kernels: Baseline) -> Result<Measure
 /// One process timing each kernel set in turn, step by step.
 fn ours_sets(args: &Args, row: &Row, mode: Mode, sets: &[Baseline]) -> Result<Vec<Measure>> {
     let names: Vec<&str> = sets.iter().map(|&k| kernels_name(k)).collect();
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg(SUBCOMMAND)
-        .args(["--worker", &row.label()])
-        .args(["--worker-mode", mode_name(mode)])
-        .args(["--worker-kernels", &names.join(",")])
-        .args(["--batch", &args.batch.to_string()])
-        .args(["--steps", &args.steps.to_string()])
-        .args(["--warmup", &args.warmup.to_string()])
-        .args(["--malloc", &malloc_arg(args.malloc)])
-        .envs(args.malloc.env());
+    let cmd = worker_command(args, row, mode, &names)?;
     let what = format!("{} {mode:?} ({})", row.label(), names.join(","));
     let out = run_child(cmd, &what)?;
     names
@@ -357,6 +362,32 @@ fn ours_sets(args: &Args, row: &Row, mode: Mode, sets: &[Baseline]) -> Result<Ve
             Measure::from_result(fields, args.batch)
         })
         .collect()
+}
+
+/// `--op-times`: the table of where our step goes, from a worker of its own.
+fn op_times(args: &Args, row: &Row, mode: Mode) -> Result<String> {
+    let mut cmd = worker_command(args, row, mode, &["ours"])?;
+    cmd.arg("--worker-op-times");
+    let stdout = child_stdout(cmd, &format!("{} {mode:?} op times", row.label()))?;
+    crate::bench_op_times::table(&stdout, OP_TIMES_SHOWN)
+}
+
+/// Ops listed under a row by `--op-times`.
+const OP_TIMES_SHOWN: usize = 12;
+
+/// This binary as the worker of one row, mode and kernel sets.
+fn worker_command(args: &Args, row: &Row, mode: Mode, names: &[&str]) -> Result<Command> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg(SUBCOMMAND)
+        .args(["--worker", &row.label()])
+        .args(["--worker-mode", mode_name(mode)])
+        .args(["--worker-kernels", &names.join(",")])
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--steps", &args.steps.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--malloc", &malloc_arg(args.malloc)])
+        .envs(args.malloc.env());
+    Ok(cmd)
 }
 
 /// PyTorch's baseline script, wrapped to report the process's peak RSS as well.
@@ -462,6 +493,9 @@ fn matrix(args: &Args) -> Result<()> {
                 cells.push(format!("{speedup:.2}"));
             }
             println!("{line}");
+            if args.op_times {
+                print!("{}", op_times(args, row, mode)?);
+            }
             table.push((row.label(), mode, cells));
         }
     }
@@ -569,35 +603,55 @@ fn worker(args: &Args, row: &Row) -> Result<()> {
     let labels = Tensor::from_vec(labels, args.batch, &dev)?;
     // The optimiser `cnn train` uses, with PyTorch's AdamW settings as the baseline has them.
     let mut opt = OptimizerState::new(Optimizer::adamw(), 0.01);
-    let mut step = |i: usize| -> Result<()> {
+    // Each step's phases in seconds, as `bench_op_times::PHASES` names them.
+    let mut step = |i: usize| -> Result<[f64; 3]> {
+        let t0 = Instant::now();
         match args.worker_mode {
             Mode::Train => {
                 // As `cnn train` runs it: weight gradients collected (Pass::collecting).
                 let pass = Pass::train(i as u64).collecting();
                 let logits = model.forward(&x, &pass)?;
                 let loss = cross_entropy(&logits, &labels)?;
+                let t1 = Instant::now();
                 let grads = pass.backward(&loss)?;
+                let t2 = Instant::now();
                 opt.step(model.params().trainable(), &grads, 1e-4)?;
                 loss.to_scalar::<f32>()?;
+                let elapsed = |a: Instant, b: Instant| (b - a).as_secs_f64();
+                Ok([elapsed(t0, t1), elapsed(t1, t2), t2.elapsed().as_secs_f64()])
             }
             Mode::Infer => {
                 let logits = model.forward(&x, &Pass::infer())?;
                 logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+                Ok([t0.elapsed().as_secs_f64(), 0.0, 0.0])
             }
         }
-        Ok(())
     };
     let sets = &args.worker_kernels;
     let mut times = vec![Vec::new(); sets.len()];
+    let mut phases = [0.0; 3];
     for i in 0..args.warmup + args.steps {
+        if args.worker_op_times && i == args.warmup {
+            ops::set_op_timing(true);
+            ops::take_op_times(); // the warm-ups' ops
+        }
         for (k, set) in sets.iter().enumerate() {
             ops::set_cpu_kernels(set.kernels());
             let t0 = Instant::now();
-            step(i * sets.len() + k)?;
+            let step_phases = step(i * sets.len() + k)?;
             if i >= args.warmup {
                 times[k].push(t0.elapsed().as_secs_f64());
+                phases
+                    .iter_mut()
+                    .zip(step_phases)
+                    .for_each(|(p, s)| *p += s);
             }
         }
+    }
+    if args.worker_op_times {
+        ops::set_op_timing(false);
+        let lines = bench_op_times::worker_lines(phases, &ops::take_op_times(), args.steps);
+        lines.iter().for_each(|l| println!("{l}"));
     }
     let rss = peak_rss_mb()?;
     for (set, times) in sets.iter().zip(times) {

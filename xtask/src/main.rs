@@ -2,6 +2,7 @@
 //! any folder, and needs nothing but cargo.
 
 mod bench_models;
+mod bench_op_times;
 mod bench_pipeline;
 mod ci;
 mod reproduce;

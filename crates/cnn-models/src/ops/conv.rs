@@ -148,9 +148,30 @@ impl Conv {
     }
 }
 
+/// Each pass's op name by the kernel family it runs (`kernel::paths`), so that a timed
+/// step (`ops::set_op_timing`) shows which ran where.
+const NAMES: [[&str; 3]; 3] = [
+    ["conv2d", "conv2d (winograd)", "conv2d (taps)"],
+    [
+        "conv2d input-grad",
+        "conv2d input-grad (winograd)",
+        "conv2d input-grad (taps)",
+    ],
+    [
+        "conv2d weight-grad",
+        "conv2d weight-grad (winograd)",
+        "conv2d weight-grad (taps)",
+    ],
+];
+
+/// [`NAMES`] of pass `pass` (0 forward, 1 input gradient, 2 weight gradient) of `g`.
+fn pass_name(g: &ConvGeom, pass: usize) -> &'static str {
+    NAMES[pass][kernel::paths(g)[pass]]
+}
+
 impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
-        "conv2d-im2col"
+        "conv2d"
     }
 
     fn cpu_fwd(
@@ -177,7 +198,7 @@ impl CustomOp2 for Conv {
         let keep = self.input_grad.then_some(&self.kept);
         let layout = self.layout;
         let out = dispatch2(
-            self.name(),
+            pass_name(&g, 0),
             (s1, l1),
             (s2, l2),
             run(&g, layout, keep),
@@ -222,7 +243,7 @@ struct InputGrad(ConvGeom, KernelLayout);
 
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
-        "conv2d-im2col-input-grad"
+        "conv2d input-grad"
     }
 
     fn cpu_fwd(
@@ -234,7 +255,7 @@ impl CustomOp2 for InputGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (g, layout) = (&self.0, self.1);
         let out = dispatch2(
-            self.name(),
+            pass_name(g, 1),
             (s1, l1),
             (s2, l2),
             |w, gy| kernel::input_grad(g, w, layout, gy),
@@ -242,6 +263,12 @@ impl CustomOp2 for InputGrad {
         )?;
         Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
     }
+}
+
+/// The geometry of a kept [`Prepared`] kernel of either element type.
+fn prepared_geometry(kept: &(dyn Any + Send)) -> Option<ConvGeom> {
+    let f32_geom = kept.downcast_ref::<Prepared<f32>>().map(|p| p.geom);
+    f32_geom.or_else(|| kept.downcast_ref::<Prepared<f64>>().map(|p| p.geom))
 }
 
 /// Output gradient -> input gradient, from the kernel the forward pass prepared (taken
@@ -264,10 +291,15 @@ impl PreparedInputGrad {
 
 impl CustomOp1 for PreparedInputGrad {
     fn name(&self) -> &'static str {
-        "conv2d-prepared-input-grad"
+        "conv2d input-grad"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let name = match slot(&self.0).as_ref() {
+            Some(k) => prepared_geometry(k.as_ref()).map_or(self.name(), |g| pass_name(&g, 1)),
+            None => self.name(),
+        };
+        let _timer = super::timing::start(name, &[l]);
         Ok(match s {
             CpuStorage::F32(gy) => {
                 let (gx, shape) = self.run(contiguous_slice(gy, l, self.name())?)?;
@@ -287,7 +319,7 @@ struct WeightGrad(ConvGeom, KernelLayout);
 
 impl CustomOp2 for WeightGrad {
     fn name(&self) -> &'static str {
-        "conv2d-im2col-weight-grad"
+        "conv2d weight-grad"
     }
 
     fn cpu_fwd(
@@ -299,7 +331,7 @@ impl CustomOp2 for WeightGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (g, layout) = (&self.0, self.1);
         let out = dispatch2(
-            self.name(),
+            pass_name(g, 2),
             (s1, l1),
             (s2, l2),
             |x, gy| kernel::weight_grad(g, x, gy, layout),

@@ -16,6 +16,7 @@ mod kernels;
 mod linear;
 mod max_pool;
 mod relu;
+mod timing;
 
 pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_bounds};
 pub use batch_norm::{
@@ -27,6 +28,7 @@ pub use conv::{conv2d_ohwi_input_grad, conv2d_ohwi_weight_grad};
 pub use dropout::{dropout, dropout_mask};
 pub use kernels::{cpu_kernels, set_cpu_kernels, tune_candle_pool, CpuKernels};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
+pub use timing::{set_op_timing, take_op_times, OpTime};
 
 use crate::weight_grads::WeightGrads;
 use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
@@ -34,11 +36,12 @@ use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
 /// Runs the f32 or f64 function on one contiguous CPU storage (a unary op's CPU forward);
 /// `name` names the op in errors.
 pub(crate) fn dispatch1(
-    name: &str,
+    name: &'static str,
     (s, l): (&CpuStorage, &Layout),
     f32_fn: impl FnOnce(&[f32]) -> Vec<f32>,
     f64_fn: impl FnOnce(&[f64]) -> Vec<f64>,
 ) -> Result<CpuStorage> {
+    let _timer = timing::start(name, &[l]);
     Ok(match s {
         CpuStorage::F32(a) => CpuStorage::F32(f32_fn(contiguous_slice(a, l, name)?)),
         CpuStorage::F64(a) => CpuStorage::F64(f64_fn(contiguous_slice(a, l, name)?)),
@@ -49,12 +52,13 @@ pub(crate) fn dispatch1(
 /// Runs the f32 or f64 function on two same-typed contiguous CPU storages (a binary op's
 /// CPU forward); `name` names the op in errors.
 pub(crate) fn dispatch2(
-    name: &str,
+    name: &'static str,
     (s1, l1): (&CpuStorage, &Layout),
     (s2, l2): (&CpuStorage, &Layout),
     f32_fn: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
     f64_fn: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
 ) -> Result<CpuStorage> {
+    let _timer = timing::start(name, &[l1, l2]);
     Ok(match (s1, s2) {
         (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(f32_fn(
             contiguous_slice(a, l1, name)?,
@@ -71,13 +75,14 @@ pub(crate) fn dispatch2(
 /// [`dispatch2`] for a ternary op: the f32 or f64 function on three same-typed contiguous
 /// CPU storages.
 pub(crate) fn dispatch3(
-    name: &str,
+    name: &'static str,
     (s1, l1): (&CpuStorage, &Layout),
     (s2, l2): (&CpuStorage, &Layout),
     (s3, l3): (&CpuStorage, &Layout),
     f32_fn: impl FnOnce(&[f32], &[f32], &[f32]) -> Vec<f32>,
     f64_fn: impl FnOnce(&[f64], &[f64], &[f64]) -> Vec<f64>,
 ) -> Result<CpuStorage> {
+    let _timer = timing::start(name, &[l1, l2, l3]);
     Ok(match (s1, s2, s3) {
         (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => CpuStorage::F32(f32_fn(
             contiguous_slice(a, l1, name)?,

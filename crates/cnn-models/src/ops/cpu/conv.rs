@@ -300,6 +300,17 @@ fn input_grad_by_winograd(g: &ConvGeom) -> bool {
     transposed_geometry(g).is_some_and(|t| use_winograd(&t))
 }
 
+/// The kernel family each pass of `g` runs, `[forward, input gradient, weight gradient]`:
+/// 0 im2col + GEMM, 1 Winograd, 2 tap by tap (for the names of timed ops).
+pub(crate) fn paths(g: &ConvGeom) -> [usize; 3] {
+    let geom = g.trimmed().map_or(*g, |(cut, _)| cut);
+    if use_taps(&geom) {
+        return [2; 3];
+    }
+    let winograd = use_winograd(&geom) as usize;
+    [winograd, input_grad_by_winograd(&geom) as usize, winograd]
+}
+
 /// Whether a kernel of `g` in `layout` must be copied into `wanted`: not where they are
 /// the same, nor for a 1x1 kernel (both layouts are then `[co][ci]`).
 fn relayout(g: &ConvGeom, layout: KernelLayout, wanted: KernelLayout) -> bool {
