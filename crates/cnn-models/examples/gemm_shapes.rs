@@ -50,20 +50,24 @@ fn rate(m: usize, k: usize, n: usize) -> f64 {
 }
 
 fn main() {
-    // (rows, reduction, columns) and where the kernels call such a product.
+    // (rows, reduction, columns) and where the kernels call such a product: a thread's
+    // share (half the filters of a tap GEMM, 32 images' pixels as columns).
     let shapes = [
         (2048, 2048, 2048, "SGEMM reference (out of cache)"),
-        (64, 64, 64, "Winograd position GEMM, layer 1 (one image's 64 tiles)"),
-        (128, 128, 64, "Winograd position GEMM, layer 2 (four images' tiles)"),
+        (64, 64, 64, "Winograd, layer 1: one image's tiles"),
+        (128, 128, 64, "Winograd, layer 2: 4 images' tiles"),
         (64, 147, 1024, "stem forward, one image"),
-        (128, 256, 32, "tap GEMM, layer 3, half the filters, one edge run"),
-        (128, 256, 96, "tap GEMM, layer 3, a 3-pixel run of 32 images"),
-        (128, 256, 384, "tap GEMM, layer 3, a centre-column run"),
-        (256, 512, 32, "tap GEMM, layer 4, half the filters, one pixel of 32 images"),
-        (256, 512, 128, "tap GEMM, layer 4, a centre-column run"),
+        (128, 256, 32, "taps, layer 3: an edge run"),
+        (128, 256, 96, "taps, layer 3: a 3-pixel run"),
+        (128, 256, 384, "taps, layer 3: a centre-column run"),
+        (256, 512, 32, "taps, layer 4: one pixel"),
+        (256, 512, 128, "taps, layer 4: a centre-column run"),
     ];
     println!("one thread, operands in cache (gemm crate, row-major as the kernels call it)");
     for (m, k, n, what) in shapes {
-        println!("{m:5} x {k:5} x {n:5}: {:6.1} GFLOP/s  {what}", rate(m, k, n));
+        println!(
+            "{m:5} x {k:5} x {n:5}: {:6.1} GFLOP/s  {what}",
+            rate(m, k, n)
+        );
     }
 }
