@@ -126,7 +126,9 @@ mod tests {
         // (input, OHWI kernel, stride, padding, the family all three passes run): a 3x3
         // over 16x16 maps (Winograd), over 4x4 maps of 8 images (tap by tap), a 7x7 at
         // stride 2 (im2col + GEMM). Channel counts no other test uses.
-        let cases: [(&[usize], &[usize], usize, usize, &str); 3] = [
+        // (input dims, OHWI kernel dims, stride, padding, name suffix)
+        type Case<'a> = (&'a [usize], &'a [usize], usize, usize, &'a str);
+        let cases: [Case; 3] = [
             (&[8, 17, 16, 16], &[19, 3, 3, 17], 1, 1, " (winograd)"),
             (&[8, 17, 4, 4], &[19, 3, 3, 17], 1, 1, " (taps)"),
             (&[2, 3, 16, 16], &[19, 7, 7, 3], 2, 3, ""),
