@@ -369,7 +369,7 @@ fn op_times(args: &Args, row: &Row, mode: Mode) -> Result<String> {
     let mut cmd = worker_command(args, row, mode, &["ours"])?;
     cmd.arg("--worker-op-times");
     let stdout = child_stdout(cmd, &format!("{} {mode:?} op times", row.label()))?;
-    crate::bench_op_times::table(&stdout, OP_TIMES_SHOWN)
+    bench_op_times::table(&stdout, OP_TIMES_SHOWN)
 }
 
 /// Ops listed under a row by `--op-times`.
