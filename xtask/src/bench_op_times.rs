@@ -112,10 +112,10 @@ pub fn table(stdout: &str, top: usize) -> Result<String> {
         );
     }
     let timed: f64 = ops.iter().map(|o| o.ms).sum();
+    let rest: f64 = ops.iter().skip(top).map(|o| o.ms).sum();
     out += &format!(
-        "    {:7.2}  {:4.1}%         the other {} (op, shapes) entries\n",
-        ops.iter().skip(top).map(|o| o.ms).sum::<f64>(),
-        100.0 * ops.iter().skip(top).map(|o| o.ms).sum::<f64>() / step,
+        "    {rest:7.2}  {:4.1}%         the other {} (op, shapes) entries\n",
+        100.0 * rest / step,
         ops.len().saturating_sub(top)
     );
     out += &format!(

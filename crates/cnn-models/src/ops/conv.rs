@@ -164,9 +164,14 @@ const NAMES: [[&str; 3]; 3] = [
     ],
 ];
 
-/// [`NAMES`] of pass `pass` (0 forward, 1 input gradient, 2 weight gradient) of `g`.
+/// [`NAMES`] of pass `pass` (0 forward, 1 input gradient, 2 weight gradient) of `g`; the
+/// kernel family is looked up only while ops are timed (untimed, the name serves errors).
 fn pass_name(g: &ConvGeom, pass: usize) -> &'static str {
-    NAMES[pass][kernel::paths(g)[pass]]
+    let family = match super::timing::enabled() {
+        true => kernel::paths(g)[pass],
+        false => 0,
+    };
+    NAMES[pass][family]
 }
 
 impl CustomOp2 for Conv {
@@ -295,11 +300,13 @@ impl CustomOp1 for PreparedInputGrad {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let name = match slot(&self.0).as_ref() {
-            Some(k) => prepared_geometry(k.as_ref()).map_or(self.name(), |g| pass_name(&g, 1)),
-            None => self.name(),
-        };
-        let _timer = super::timing::start(name, &[l]);
+        let _timer = super::timing::enabled()
+            .then(|| {
+                let kept = slot(&self.0);
+                let geom = kept.as_ref().and_then(|k| prepared_geometry(k.as_ref()));
+                geom.map_or(self.name(), |g| pass_name(&g, 1))
+            })
+            .and_then(|name| super::timing::start(name, &[l]));
         Ok(match s {
             CpuStorage::F32(gy) => {
                 let (gx, shape) = self.run(contiguous_slice(gy, l, self.name())?)?;

@@ -28,6 +28,11 @@ pub fn set_op_timing(on: bool) {
     ON.store(on, Ordering::Relaxed);
 }
 
+/// Whether ops are being timed now.
+pub(crate) fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
 /// The times gathered since the last call, largest first; the table starts empty again.
 pub fn take_op_times() -> Vec<OpTime> {
     let mut times = std::mem::take(&mut *table());
@@ -51,7 +56,7 @@ pub(crate) struct OpTimer {
 /// timing is off. Ops nest only through candle's backward, which calls each op's kernel on
 /// its own, so no time is counted twice.
 pub(crate) fn start(op: &'static str, layouts: &[&Layout]) -> Option<OpTimer> {
-    ON.load(Ordering::Relaxed).then(|| OpTimer {
+    enabled().then(|| OpTimer {
         op,
         shapes: layouts.iter().map(|l| l.shape().dims().to_vec()).collect(),
         start: Instant::now(),

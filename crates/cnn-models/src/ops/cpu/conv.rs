@@ -105,10 +105,7 @@ fn gather_rows<T: Element>(
 /// 64 px: 1024 columns); on an 8-way L1 a multiple of 2 KiB (two sets) cost too (ResNet's
 /// layer3.0.conv1 at 64 px, 512 columns: weight gradient 105 -> 123-134 GFLOP/s).
 fn gradient_ld<T>(cols: usize) -> usize {
-    match (cols * std::mem::size_of::<T>()) % 2048 {
-        0 => cols + 16,
-        _ => cols,
-    }
+    super::padded_stride::<T>(cols)
 }
 
 /// Output rows per band where one image's column matrix is wide (8+ times more output pixels

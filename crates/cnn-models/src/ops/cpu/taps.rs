@@ -16,7 +16,7 @@
 //! gradient) or input channels (input gradient): no partial sums.
 
 use super::conv::ConvGeom;
-use super::{gemm, give, take, zeros, Element, MatRef};
+use super::{gemm, give, padded_stride, take, zeros, Element, MatRef};
 use rayon::prelude::*;
 
 /// Largest share of im2col's products that may read the input for this path to be taken:
@@ -103,19 +103,6 @@ fn runs(g: &ConvGeom) -> Vec<Run> {
         }
     }
     runs
-}
-
-/// Elements between the planes the weight gradient reads: a plane's length, and one cache
-/// line more where that is a multiple of 2 KiB (a 4x4 map of 32 images). gemm packs one of
-/// the two operands from a row per channel, and rows 2 KiB apart all fall in two L1 sets:
-/// ResNet's layer 3 at 64 px ran its weight gradient at 307-312 GFLOP/s unpadded, 346-387
-/// padded (conv bench, 3 runs each). The forward and input gradient, which read the planes
-/// along their rows, measured the same or slower padded, and so did 2x2 maps (512 bytes).
-fn plane_ld<T>(len: usize) -> usize {
-    match (len * std::mem::size_of::<T>()) % 2048 {
-        0 => len + 64 / std::mem::size_of::<T>(),
-        _ => len,
-    }
 }
 
 /// `[n][c][p]` -> `[c][p][n]` (`p` pixels a plane), planes `ld` apart, in a scratch
@@ -326,7 +313,12 @@ pub(crate) fn input_grad<T: Element>(g: &ConvGeom, wt: &[T], gy: &[T]) -> Vec<T>
 pub(crate) fn weight_grad<T: Element>(g: &ConvGeom, x: &[T], gy: &[T]) -> Vec<T> {
     let (in_len, out_len) = (g.h * g.w * g.n, g.ohw() * g.n);
     let unit = g.kh * g.kw * g.cin;
-    let (in_ld, out_ld) = (plane_ld::<T>(in_len), plane_ld::<T>(out_len));
+    // Planes padded apart where a plane is a multiple of 2 KiB (a 4x4 map of 32 images):
+    // gemm packs one operand from a row per channel, and ResNet's layer 3 at 64 px ran its
+    // weight gradient at 307-312 GFLOP/s unpadded, 346-387 padded (conv bench, 3 runs each).
+    // The forward and input gradient, which read the planes along their rows, measured the
+    // same or slower padded, and so did 2x2 maps (512 bytes).
+    let (in_ld, out_ld) = (padded_stride::<T>(in_len), padded_stride::<T>(out_len));
     let xt = to_channel_major(x, g.n, g.cin, g.h * g.w, in_ld);
     let gyt = to_channel_major(gy, g.n, g.cout, g.ohw(), out_ld);
     let runs = runs(g);

@@ -15,7 +15,7 @@
 
 use super::conv::{ConvGeom, KernelLayout};
 use super::winograd_simd as simd;
-use super::{gemm, give, take, zeros, Element, MatRef};
+use super::{gemm, give, padded_stride, take, zeros, Element, MatRef};
 use rayon::prelude::*;
 use std::any::TypeId;
 
@@ -61,18 +61,10 @@ fn tiles(g: &ConvGeom) -> (usize, usize) {
     (g.oh.div_ceil(2), g.ow.div_ceil(2))
 }
 
-/// Elements between consecutive blocks of `len` values that are read or written side by
-/// side: `len`, and one cache line more where that is a multiple of 2 KiB. The transforms
-/// write (or read) each tile's 16 values one per position's block, and the GEMMs read the
-/// transformed kernel and write its gradient a filter (16 positions) per row; blocks or
-/// rows 4 KiB apart all fall in one L1 set (ResNet's layer 1 at 64 px: 64 channels of 64
-/// tiles, 16 KiB a position; 64-channel filters, 4 KiB).
-fn padded_stride<T>(len: usize) -> usize {
-    match (len * std::mem::size_of::<T>()) % 2048 {
-        0 => len + 64 / std::mem::size_of::<T>(),
-        _ => len,
-    }
-}
+// Blocks and filter rows are [`padded_stride`] apart: the transforms write (or read) each
+// tile's 16 values one per position's block, and the GEMMs read the transformed kernel and
+// write its gradient a filter (16 positions) per row; on ResNet's layer 1 at 64 px the
+// blocks were 16 KiB apart (64 channels of 64 tiles) and the filters 4 KiB.
 
 /// Elements between the filters of a transformed kernel `u` (and of its gradient), each
 /// `16 cin` values: the GEMMs' row stride for position `e` of every filter.
@@ -579,22 +571,4 @@ fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
     // SAFETY: as in `as_f32`; the borrow of `s` moves into the result.
     (TypeId::of::<T>() == TypeId::of::<f32>())
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::padded_stride;
-
-    #[test]
-    fn strides_of_whole_2_kib_blocks_move_a_cache_line_on() {
-        // 64 channels of 64 tiles (16 KiB of f32) and 16 positions of 64 channels (4 KiB).
-        assert_eq!(padded_stride::<f32>(64 * 64), 64 * 64 + 16);
-        assert_eq!(padded_stride::<f32>(16 * 64), 16 * 64 + 16);
-        assert_eq!(padded_stride::<f64>(16 * 16), 16 * 16 + 8);
-        // Other lengths stay as they are: 130 channels, 48 tiles of 128 channels (24 KiB is
-        // padded, 49 tiles are not).
-        assert_eq!(padded_stride::<f32>(16 * 130), 16 * 130);
-        assert_eq!(padded_stride::<f32>(128 * 48), 128 * 48 + 16);
-        assert_eq!(padded_stride::<f32>(128 * 49), 128 * 49);
-    }
 }
