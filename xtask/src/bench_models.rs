@@ -118,6 +118,8 @@ enum Baseline {
     GemmSplit,
     /// All ours, but every convolution through im2col + GEMM (no Winograd).
     NoWinograd,
+    /// All ours, but Winograd F(2x2, 3x3) where F(4x4, 3x3) would run.
+    NoWinograd4x4,
     /// All ours, but small maps through im2col + GEMM too (no tap-by-tap GEMMs).
     NoTaps,
     /// All ours, but the portable loops instead of the hand-written AVX-512 code.
@@ -149,6 +151,10 @@ impl Baseline {
             },
             Baseline::NoWinograd => CpuKernels {
                 winograd: false,
+                ..CpuKernels::default()
+            },
+            Baseline::NoWinograd4x4 => CpuKernels {
+                winograd_4x4: false,
                 ..CpuKernels::default()
             },
             Baseline::NoTaps => CpuKernels {
@@ -430,6 +436,7 @@ fn kernels_name(k: Baseline) -> &'static str {
         Baseline::ConvBnRelu => "conv-bn-relu",
         Baseline::GemmSplit => "gemm-split",
         Baseline::NoWinograd => "no-winograd",
+        Baseline::NoWinograd4x4 => "no-winograd4x4",
         Baseline::NoTaps => "no-taps",
         Baseline::NoSimd => "no-simd",
     }

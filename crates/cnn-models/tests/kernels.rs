@@ -260,6 +260,16 @@ const CASES: &[Case] = &[
     // 4x4 maps of 32 images: planes of 2 KiB (f32) and 4 KiB (f64), which the weight
     // gradient lays a cache line apart.
     case(32, 3, (4, 4), 4, (3, 3), 1, 1),
+    // Winograd F(4x4, 3x3): stride 1, outputs of 8x8 and more, 16+ channels, 8+ images for
+    // each of the (two) threads. The smallest map; odd maps with part tiles and an odd
+    // share (9 and 8 images); padding 0 and 2; shares of 20 (a group of 16 images and one
+    // of 4); 4x4 tiles whose chunk ends mid-row.
+    case(16, 16, (8, 8), 17, (3, 3), 1, 1),
+    case(17, 18, (11, 13), 16, (3, 3), 1, 1),
+    case(16, 16, (10, 12), 20, (3, 3), 1, 0),
+    case(18, 17, (8, 9), 16, (3, 3), 1, 2),
+    case(40, 16, (16, 16), 16, (3, 3), 1, 1),
+    case(16, 20, (9, 23), 16, (3, 3), 1, 1),
 ];
 
 /// Held by the tests that run the default kernels or switch to another set: the switch is
@@ -271,13 +281,22 @@ fn kernel_set() -> MutexGuard<'static, ()> {
     KERNEL_SET.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `f` on a pool of two threads, whatever this machine has: the kernels split the
+/// batch by the pool's size, and the cases above are sized for two.
+fn on_two_threads(f: impl FnOnce() + Send) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
+    pool.expect("a pool of two threads").install(f)
+}
+
 #[test]
 fn conv_matches_the_direct_loop_on_chosen_shapes() {
     let _default_kernels = kernel_set();
-    for (i, &c) in CASES.iter().enumerate() {
-        check(c, i as u64, DType::F64);
-        check(c, i as u64, DType::F32);
-    }
+    on_two_threads(|| {
+        for (i, &c) in CASES.iter().enumerate() {
+            check(c, i as u64, DType::F64);
+            check(c, i as u64, DType::F32);
+        }
+    });
 }
 
 /// A random problem: kernel 1/3/5/7/11, stride 1/2/4, padding 0-3, sizes from the kernel up.
@@ -322,9 +341,11 @@ fn conv_matches_the_direct_loop_on_random_shapes() {
 fn check_cases_with(kernels: CpuKernels, seed: u64, dtype: DType) {
     let _switched = kernel_set();
     ops::set_cpu_kernels(kernels);
-    for (i, &c) in CASES.iter().enumerate() {
-        check(c, seed + i as u64, dtype);
-    }
+    on_two_threads(|| {
+        for (i, &c) in CASES.iter().enumerate() {
+            check(c, seed + i as u64, dtype);
+        }
+    });
     ops::set_cpu_kernels(CpuKernels::default());
 }
 
@@ -336,6 +357,15 @@ fn conv_with_the_gemm_split_across_threads_matches_too() {
         ..CpuKernels::default()
     };
     check_cases_with(kernels, 50, DType::F64);
+}
+
+#[test]
+fn conv_with_winograd_2x2_where_4x4_would_run_matches_too() {
+    let kernels = CpuKernels {
+        winograd_4x4: false,
+        ..CpuKernels::default()
+    };
+    check_cases_with(kernels, 110, DType::F32);
 }
 
 #[test]

@@ -150,17 +150,24 @@ impl Conv {
 
 /// Each pass's op name by the kernel family it runs (`kernel::paths`), so that a timed
 /// step (`ops::set_op_timing`) shows which ran where.
-const NAMES: [[&str; 3]; 3] = [
-    ["conv2d", "conv2d (winograd)", "conv2d (taps)"],
+const NAMES: [[&str; 4]; 3] = [
+    [
+        "conv2d",
+        "conv2d (winograd)",
+        "conv2d (taps)",
+        "conv2d (winograd 4x4)",
+    ],
     [
         "conv2d input-grad",
         "conv2d input-grad (winograd)",
         "conv2d input-grad (taps)",
+        "conv2d input-grad (winograd 4x4)",
     ],
     [
         "conv2d weight-grad",
         "conv2d weight-grad (winograd)",
         "conv2d weight-grad (taps)",
+        "conv2d weight-grad (winograd 4x4)",
     ],
 ];
 

@@ -1,7 +1,7 @@
 //! Which CPU kernels the ops use, switchable at run time so one process can measure the
 //! project's kernels against candle's own.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 /// The CPU implementations [`crate::ops`] picks from; the default is the fastest measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub struct CpuKernels {
     pub conv_split_batch: bool,
     /// Winograd F(2x2, 3x3) for stride-1 3x3 convolutions (false: im2col + GEMM for all).
     pub winograd: bool,
+    /// Winograd F(4x4, 3x3) where it applies and `winograd` is on (false: F(2x2, 3x3)).
+    pub winograd_4x4: bool,
     /// Tap-by-tap GEMMs that skip padding on small maps (false: im2col + GEMM there too).
     pub taps: bool,
     /// One-pass ReLU forward and backward (false: candle's `relu` and its backward).
@@ -31,6 +33,7 @@ impl Default for CpuKernels {
             batch_norm: true,
             conv_split_batch: true,
             winograd: true,
+            winograd_4x4: true,
             taps: true,
             relu: true,
             linear: true,
@@ -47,6 +50,7 @@ impl CpuKernels {
             batch_norm: false,
             conv_split_batch: true,
             winograd: false,
+            winograd_4x4: false,
             taps: false,
             relu: false,
             linear: false,
@@ -55,16 +59,18 @@ impl CpuKernels {
     }
 }
 
-const CONV: u8 = 1;
-const BATCH_NORM: u8 = 2;
-const SPLIT_CONV_BATCH: u8 = 4;
-const RELU: u8 = 8;
-const LINEAR: u8 = 16;
-const WINOGRAD: u8 = 32;
-const SIMD: u8 = 64;
-const TAPS: u8 = 128;
-static CHOICE: AtomicU8 =
-    AtomicU8::new(CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR | WINOGRAD | SIMD | TAPS);
+const CONV: u16 = 1;
+const BATCH_NORM: u16 = 2;
+const SPLIT_CONV_BATCH: u16 = 4;
+const RELU: u16 = 8;
+const LINEAR: u16 = 16;
+const WINOGRAD: u16 = 32;
+const SIMD: u16 = 64;
+const TAPS: u16 = 128;
+const WINOGRAD_4X4: u16 = 256;
+static CHOICE: AtomicU16 = AtomicU16::new(
+    CONV | BATCH_NORM | SPLIT_CONV_BATCH | RELU | LINEAR | WINOGRAD | SIMD | TAPS | WINOGRAD_4X4,
+);
 
 /// Sets the kernels later calls use, process-wide.
 pub fn set_cpu_kernels(k: CpuKernels) {
@@ -77,6 +83,7 @@ pub fn set_cpu_kernels(k: CpuKernels) {
         (k.winograd, WINOGRAD),
         (k.simd, SIMD),
         (k.taps, TAPS),
+        (k.winograd_4x4, WINOGRAD_4X4),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -96,6 +103,7 @@ pub fn cpu_kernels() -> CpuKernels {
         winograd: bits & WINOGRAD != 0,
         simd: bits & SIMD != 0,
         taps: bits & TAPS != 0,
+        winograd_4x4: bits & WINOGRAD_4X4 != 0,
     }
 }
 

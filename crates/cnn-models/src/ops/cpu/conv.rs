@@ -11,7 +11,7 @@
 
 pub(crate) use super::im2col::ConvGeom;
 use super::im2col::{col2im_images, im2col_band, im2col_images};
-use super::{gemm, give, sum_parts, take, taps, winograd, zeros, Element, MatRef};
+use super::{gemm, give, sum_parts, take, taps, winograd, winograd4, zeros, Element, MatRef};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -129,11 +129,27 @@ fn use_taps(g: &ConvGeom) -> bool {
     crate::ops::cpu_kernels().taps && taps::applies(g)
 }
 
-/// Whether `g` runs through Winograd: it applies, it is switched on, and the batch splits
-/// across the threads (its GEMMs run single-threaded, one share each).
+/// Whether `g` runs through Winograd F(2x2, 3x3): it applies, it is switched on, the batch
+/// splits across the threads (its GEMMs run single-threaded, one share each), and
+/// [`use_winograd4`] does not take it.
 fn use_winograd(g: &ConvGeom) -> bool {
     let k = crate::ops::cpu_kernels();
-    k.winograd && k.conv_split_batch && g.n >= rayon::current_num_threads() && winograd::applies(g)
+    k.winograd
+        && k.conv_split_batch
+        && g.n >= rayon::current_num_threads()
+        && winograd::applies(g)
+        && !use_winograd4(g)
+}
+
+/// Whether `g` runs through Winograd F(4x4, 3x3) (see [`winograd4::applies`]).
+fn use_winograd4(g: &ConvGeom) -> bool {
+    let k = crate::ops::cpu_kernels();
+    k.winograd && k.winograd_4x4 && k.conv_split_batch && winograd4::applies(g)
+}
+
+/// Whether either Winograd path runs `g` (their kernel transforms read either layout).
+fn any_winograd(g: &ConvGeom) -> bool {
+    use_winograd(g) || use_winograd4(g)
 }
 
 /// The live taps `(k0.., k0..)` of a filter of `g` cut to `cut` (see [`ConvGeom::trimmed`]),
@@ -294,18 +310,24 @@ fn pass_layout(g: &ConvGeom, winograd: bool, layout: KernelLayout) -> KernelLayo
 /// Whether the input gradient of `g` runs through Winograd (as the forward conv of
 /// [`transposed_geometry`]).
 fn input_grad_by_winograd(g: &ConvGeom) -> bool {
-    transposed_geometry(g).is_some_and(|t| use_winograd(&t))
+    transposed_geometry(g).is_some_and(|t| any_winograd(&t))
 }
 
 /// The kernel family each pass of `g` runs, `[forward, input gradient, weight gradient]`:
-/// 0 im2col + GEMM, 1 Winograd, 2 tap by tap (for the names of timed ops).
+/// 0 im2col + GEMM, 1 Winograd F(2x2, 3x3), 2 tap by tap, 3 Winograd F(4x4, 3x3) (for
+/// the names of timed ops).
 pub(crate) fn paths(g: &ConvGeom) -> [usize; 3] {
     let geom = g.trimmed().map_or(*g, |(cut, _)| cut);
     if use_taps(&geom) {
         return [2; 3];
     }
-    let winograd = use_winograd(&geom) as usize;
-    [winograd, input_grad_by_winograd(&geom) as usize, winograd]
+    let family = |g: &ConvGeom| match (use_winograd4(g), use_winograd(g)) {
+        (true, _) => 3,
+        (false, true) => 1,
+        (false, false) => 0,
+    };
+    let input = transposed_geometry(&geom).map_or(0, |t| family(&t));
+    [family(&geom), input, family(&geom)]
 }
 
 /// Whether a kernel of `g` in `layout` must be copied into `wanted`: not where they are
@@ -339,7 +361,7 @@ pub(crate) fn forward<T: Element>(
         Some((cut, k0)) => (cut, Some(cut_kernel(g, &cut, k0, w, layout))),
         None => (*g, None),
     };
-    let wanted = pass_layout(&geom, use_winograd(&geom), layout);
+    let wanted = pass_layout(&geom, any_winograd(&geom), layout);
     let copied = relayout(&geom, layout, wanted);
     let relaid = copied.then(|| laid_out(&geom, cut.as_deref().unwrap_or(w), layout, keep));
     let prepared = relaid.or(cut);
@@ -404,7 +426,7 @@ pub(crate) fn weight_grad<T: Element>(
         let gw = weight_grad(&cut, x, gy, layout);
         return uncut_kernel(g, &cut, k0, &gw, layout);
     }
-    let wanted = pass_layout(g, use_winograd(g), layout);
+    let wanted = pass_layout(g, any_winograd(g), layout);
     let gw = match use_taps(g) {
         true => taps::weight_grad(g, x, gy),
         false => weight_grad_untrimmed(g, x, gy, wanted),
@@ -418,6 +440,9 @@ pub(crate) fn weight_grad<T: Element>(
 /// `y = conv(x, w)` through Winograd (a kernel in `layout`) or im2col (OIHW), for a conv
 /// that is not trimmed.
 fn forward_untrimmed<T: Element>(g: &ConvGeom, x: &[T], w: &[T], layout: KernelLayout) -> Vec<T> {
+    if use_winograd4(g) {
+        return winograd4::forward(g, x, w, layout);
+    }
     if use_winograd(g) {
         return winograd::forward(g, x, w, layout);
     }
@@ -557,6 +582,10 @@ fn input_grad_untrimmed<T: Element>(
         // since its transforms fill their lanes with 4 tile rows; with 128, ResNet's layer
         // 2 at 64 px, it ran 405-407 against 358-364 before that), and at 224 px ResNet's
         // layer 3 (256 channels, 14x14) runs 2x faster.
+        if use_winograd4(&t) {
+            let flipped = flipped_transposed(g, w, layout);
+            return winograd4::forward(&t, gy, &flipped, KernelLayout::Oihw);
+        }
         if use_winograd(&t) {
             let flipped = flipped_transposed(g, w, layout);
             return winograd::forward(&t, gy, &flipped, KernelLayout::Oihw);
@@ -731,6 +760,9 @@ fn weight_grad_untrimmed<T: Element>(
     gy: &[T],
     layout: KernelLayout,
 ) -> Vec<T> {
+    if use_winograd4(g) {
+        return winograd4::weight_grad(g, x, gy, layout);
+    }
     if use_winograd(g) {
         return winograd::weight_grad(g, x, gy, layout);
     }

@@ -107,7 +107,13 @@ fn runs(g: &ConvGeom) -> Vec<Run> {
 
 /// `[n][c][p]` -> `[c][p][n]` (`p` pixels a plane), planes `ld` apart, in a scratch
 /// buffer from [`take`].
-fn to_channel_major<T: Element>(src: &[T], n: usize, c: usize, p: usize, ld: usize) -> Vec<T> {
+pub(super) fn to_channel_major<T: Element>(
+    src: &[T],
+    n: usize,
+    c: usize,
+    p: usize,
+    ld: usize,
+) -> Vec<T> {
     let mut out = take::<T>(c * ld);
     let planes = out[..c * ld].par_chunks_exact_mut(ld);
     planes.enumerate().for_each(|(ci, plane)| {

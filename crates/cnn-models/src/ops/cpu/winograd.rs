@@ -15,7 +15,7 @@
 
 use super::conv::{ConvGeom, KernelLayout};
 use super::winograd_simd as simd;
-use super::{gemm, give, padded_stride, take, zeros, Element, MatRef};
+use super::{copy_run, gemm, give, padded_stride, take, zeros, Element, MatRef};
 use rayon::prelude::*;
 use std::any::TypeId;
 
@@ -94,7 +94,7 @@ fn chunk(g: &ConvGeom, count: usize) -> usize {
 }
 
 /// Splits the batch into one share of images per thread: `(first image, images)`.
-fn shares(g: &ConvGeom) -> Vec<(usize, usize)> {
+pub(super) fn shares(g: &ConvGeom) -> Vec<(usize, usize)> {
     let threads = rayon::current_num_threads().max(1);
     let share = g.n.div_ceil(threads).max(1);
     (0..g.n)
@@ -380,15 +380,10 @@ fn adjoint_filter<T: Element>(g: &ConvGeom, du: &[&[T]], layout: KernelLayout, w
 /// 8x8, batch 32, one thread, `perf`), 2.7 % this way.
 const CHANNEL_RUN: usize = 16;
 
-/// Copies `len` values (at most [`CHANNEL_RUN`]) from `src` to `dst`: a whole run as a copy
-/// of constant size, which compiles to vector moves where a copy of variable length calls
-/// `memmove`.
+/// [`copy_run`] of [`CHANNEL_RUN`] values.
 #[inline(always)]
 fn copy_lanes<T: Copy>(dst: &mut [T], src: &[T], len: usize) {
-    match len {
-        CHANNEL_RUN => dst[..CHANNEL_RUN].copy_from_slice(&src[..CHANNEL_RUN]),
-        _ => dst[..len].copy_from_slice(&src[..len]),
-    }
+    copy_run::<T, CHANNEL_RUN>(dst, src, len)
 }
 
 /// `u[co][e][ci] = (G g Gᵀ)[e]` for every kernel `g = w[co][ci]`, with
