@@ -1,26 +1,28 @@
 //! CPU kernels behind [`crate::ops`]: the element types they run on, per-thread scratch
 //! buffers, and a thin wrapper over the `gemm` crate's SGEMM/DGEMM.
 
-/// `fn $name` running `$lanes` (an `#[inline(always)]` function, so that it is compiled
-/// into each caller) built for AVX-512F where the CPU has it and the kernels allow SIMD,
+/// `fn $name` whose body (a loop across lanes, written once, `#[inline(always)]` into
+/// each caller) is built for AVX-512F where the CPU has it and the kernels allow SIMD,
 /// portable otherwise. The crate is built for baseline x86-64, where loops across 16
 /// lanes compile to 4-wide SSE.
 macro_rules! with_avx512 {
-    ($(#[$doc:meta])* fn $name:ident<T>($($arg:ident: $ty:ty),* $(,)?) = $lanes:ident) => {
+    ($(#[$doc:meta])* fn $name:ident<T>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$doc])*
         fn $name<T: Element>($($arg: $ty),*) {
+            #[inline(always)]
+            fn lanes<T: Element>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
                 fn wide<T: Element>($($arg: $ty),*) {
-                    $lanes($($arg),*)
+                    lanes($($arg),*)
                 }
                 if super::winograd_simd::available() {
                     // SAFETY: the CPU has AVX-512F (checked just now).
                     return unsafe { wide($($arg),*) };
                 }
             }
-            $lanes($($arg),*)
+            lanes($($arg),*)
         }
     };
 }

@@ -49,16 +49,17 @@ const G: [[f64; 3]; 6] = [
 /// One value per image of a group.
 type Lanes<T> = [T; LANES];
 
-/// Largest map (input and output pixels) this path takes: a group of 16 images laid out
-/// batch-innermost holds its whole input and output, 12.8 MB each for ResNet's 64-channel
-/// 56x56 layer 1 at 224 px, where F(4x4, 3x3) trained ResNet18 only 3 % faster and raised
-/// its peak memory by a fifth (inference 331 -> 517 MB).
-const MAX_MAP: usize = 16 * 16;
+/// Most values (channels times pixels) an image's input or output may hold for this path:
+/// a group of 16 images laid out batch-innermost holds its whole input and output, 4 MB
+/// each at this bound; 12.8 MB for ResNet's 64-channel 56x56 layer 1 at 224 px, where
+/// F(4x4, 3x3) trained ResNet18 only 3 % faster and raised its peak memory by a fifth
+/// (inference 331 -> 517 MB).
+const MAX_IMAGE_VALUES: usize = 1 << 16;
 
 /// Whether [`forward`] computes this convolution: a stride-1 3x3 kernel, padding at most 2,
-/// output maps from 8x8 to [`MAX_MAP`] pixels (ResNet's layers 1-2 at 64 px, layer 3 at
-/// 224 px, layer 1 at 32 px), 16+ channels on both sides, and [`MIN_SHARE`] images or more
-/// for each thread.
+/// output maps of 8x8 or more but at most [`MAX_IMAGE_VALUES`] an image (ResNet's layers 1-2
+/// at 64 px, layer 3 at 224 px), 16+ channels on both sides, and [`MIN_SHARE`] images or
+/// more for each thread.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
     let threads = rayon::current_num_threads().max(1);
     g.kh == 3
@@ -66,7 +67,7 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
         && g.stride == 1
         && g.pad <= 2
         && g.oh.min(g.ow) >= 8
-        && (g.h * g.w).max(g.ohw()) <= MAX_MAP
+        && (g.cin * g.h * g.w).max(g.cout * g.ohw()) <= MAX_IMAGE_VALUES
         && g.cin.min(g.cout) >= 16
         && g.n >= MIN_SHARE * threads
 }
@@ -329,41 +330,31 @@ with_avx512! {
         ci: usize,
         v: &mut [T],
         layout: (usize, usize),
-    ) = input_transform_lanes
-}
-
-/// The body of [`input_transform`].
-#[inline(always)]
-fn input_transform_lanes<T: Element>(
-    g: &ConvGeom,
-    x: &Group<T>,
-    chunk: Chunk,
-    ci: usize,
-    v: &mut [T],
-    (cols, vs): (usize, usize),
-) {
-    let (_, tw) = tiles(g);
-    let n = x.lanes;
-    let plane = &x.data[ci * g.h * g.w * n..][..g.h * g.w * n];
-    let mut d = [[[T::ZERO; LANES]; 6]; 6];
-    let (mut t, mut out) = (d, d);
-    for (j, tile) in (chunk.first..chunk.first + chunk.count).enumerate() {
-        let (ty, tx) = (tile / tw, tile % tw);
-        for r in 0..6 {
-            let iy = (4 * ty + r).checked_sub(g.pad).filter(|&y| y < g.h);
-            for c in 0..6 {
-                let ix = (4 * tx + c).checked_sub(g.pad).filter(|&x| x < g.w);
-                match (iy, ix) {
-                    (Some(iy), Some(ix)) => {
-                        copy_lanes(&mut d[r][c], &plane[(iy * g.w + ix) * n..], n)
+    ) {
+        let (cols, vs) = layout;
+        let (_, tw) = tiles(g);
+        let n = x.lanes;
+        let plane = &x.data[ci * g.h * g.w * n..][..g.h * g.w * n];
+        let mut d = [[[T::ZERO; LANES]; 6]; 6];
+        let (mut t, mut out) = (d, d);
+        for (j, tile) in (chunk.first..chunk.first + chunk.count).enumerate() {
+            let (ty, tx) = (tile / tw, tile % tw);
+            for r in 0..6 {
+                let iy = (4 * ty + r).checked_sub(g.pad).filter(|&y| y < g.h);
+                for c in 0..6 {
+                    let ix = (4 * tx + c).checked_sub(g.pad).filter(|&x| x < g.w);
+                    match (iy, ix) {
+                        (Some(iy), Some(ix)) => {
+                            copy_lanes(&mut d[r][c], &plane[(iy * g.w + ix) * n..], n)
+                        }
+                        _ => d[r][c] = [T::ZERO; LANES],
                     }
-                    _ => d[r][c] = [T::ZERO; LANES],
                 }
             }
-        }
-        both_ways(&d, bt, &mut t, &mut out);
-        for e in 0..POS {
-            copy_lanes(&mut v[e * vs + ci * cols + j * n..], &out[e / 6][e % 6], n);
+            both_ways(&d, bt, &mut t, &mut out);
+            for e in 0..POS {
+                copy_lanes(&mut v[e * vs + ci * cols + j * n..], &out[e / 6][e % 6], n);
+            }
         }
     }
 }
@@ -380,36 +371,25 @@ with_avx512! {
         co: usize,
         y: &mut [T],
         n: usize,
-    ) = output_transform_lanes
-}
-
-/// The body of [`output_transform`].
-#[inline(always)]
-fn output_transform_lanes<T: Element>(
-    g: &ConvGeom,
-    m: &[T],
-    (cols, ms): (usize, usize),
-    chunk: Chunk,
-    co: usize,
-    y: &mut [T],
-    n: usize,
-) {
-    let (_, tw) = tiles(g);
-    let plane = &mut y[co * g.ohw() * n..][..g.ohw() * n];
-    let mut d = [[[T::ZERO; LANES]; 6]; 6];
-    let mut t = [[[T::ZERO; LANES]; 6]; 4];
-    let mut out = [[[T::ZERO; LANES]; 4]; 4];
-    for (j, tile) in (chunk.first..chunk.first + chunk.count).enumerate() {
-        let (ty, tx) = (tile / tw, tile % tw);
-        for e in 0..POS {
-            copy_lanes(&mut d[e / 6][e % 6], &m[e * ms + co * cols + j * n..], n);
-        }
-        both_ways(&d, at, &mut t, &mut out);
-        for r in 0..4 {
-            for c in 0..4 {
-                let (oy, ox) = (4 * ty + r, 4 * tx + c);
-                if oy < g.oh && ox < g.ow {
-                    copy_lanes(&mut plane[(oy * g.ow + ox) * n..], &out[r][c], n);
+    ) {
+        let (cols, ms) = layout;
+        let (_, tw) = tiles(g);
+        let plane = &mut y[co * g.ohw() * n..][..g.ohw() * n];
+        let mut d = [[[T::ZERO; LANES]; 6]; 6];
+        let mut t = [[[T::ZERO; LANES]; 6]; 4];
+        let mut out = [[[T::ZERO; LANES]; 4]; 4];
+        for (j, tile) in (chunk.first..chunk.first + chunk.count).enumerate() {
+            let (ty, tx) = (tile / tw, tile % tw);
+            for e in 0..POS {
+                copy_lanes(&mut d[e / 6][e % 6], &m[e * ms + co * cols + j * n..], n);
+            }
+            both_ways(&d, at, &mut t, &mut out);
+            for r in 0..4 {
+                for c in 0..4 {
+                    let (oy, ox) = (4 * ty + r, 4 * tx + c);
+                    if oy < g.oh && ox < g.ow {
+                        copy_lanes(&mut plane[(oy * g.ow + ox) * n..], &out[r][c], n);
+                    }
                 }
             }
         }
@@ -427,45 +407,37 @@ with_avx512! {
         co: usize,
         dm: &mut [T],
         layout: (usize, usize),
-    ) = grad_output_transform_lanes
-}
-
-/// The body of [`grad_output_transform`].
-#[inline(always)]
-fn grad_output_transform_lanes<T: Element>(
-    g: &ConvGeom,
-    gy: &Group<T>,
-    chunk: Chunk,
-    co: usize,
-    dm: &mut [T],
-    (cols, ms): (usize, usize),
-) {
-    let (_, tw) = tiles(g);
-    let n = gy.lanes;
-    let plane = &gy.data[co * g.ohw() * n..][..g.ohw() * n];
-    let mut d = [[[T::ZERO; LANES]; 4]; 4];
-    let mut t = [[[T::ZERO; LANES]; 4]; 6];
-    let mut out = [[[T::ZERO; LANES]; 6]; 6];
-    for (j, tile) in (chunk.first..chunk.first + chunk.count).enumerate() {
-        let (ty, tx) = (tile / tw, tile % tw);
-        for r in 0..4 {
-            for c in 0..4 {
-                let (oy, ox) = (4 * ty + r, 4 * tx + c);
-                match oy < g.oh && ox < g.ow {
-                    true => copy_lanes(&mut d[r][c], &plane[(oy * g.ow + ox) * n..], n),
-                    false => d[r][c] = [T::ZERO; LANES],
+    ) {
+        let (cols, ms) = layout;
+        let (_, tw) = tiles(g);
+        let n = gy.lanes;
+        let plane = &gy.data[co * g.ohw() * n..][..g.ohw() * n];
+        let mut d = [[[T::ZERO; LANES]; 4]; 4];
+        let mut t = [[[T::ZERO; LANES]; 4]; 6];
+        let mut out = [[[T::ZERO; LANES]; 6]; 6];
+        for (j, tile) in (chunk.first..chunk.first + chunk.count).enumerate() {
+            let (ty, tx) = (tile / tw, tile % tw);
+            for r in 0..4 {
+                for c in 0..4 {
+                    let (oy, ox) = (4 * ty + r, 4 * tx + c);
+                    match oy < g.oh && ox < g.ow {
+                        true => copy_lanes(&mut d[r][c], &plane[(oy * g.ow + ox) * n..], n),
+                        false => d[r][c] = [T::ZERO; LANES],
+                    }
                 }
             }
-        }
-        both_ways(&d, a, &mut t, &mut out);
-        for e in 0..POS {
-            copy_lanes(&mut dm[e * ms + co * cols + j * n..], &out[e / 6][e % 6], n);
+            both_ways(&d, a, &mut t, &mut out);
+            for e in 0..POS {
+                copy_lanes(&mut dm[e * ms + co * cols + j * n..], &out[e / 6][e % 6], n);
+            }
         }
     }
 }
 
 /// The images `first..first + count` of an NCHW batch `x` of `c` channels of `p` pixels,
 /// as groups of up to [`LANES`] laid out batch-innermost: `(first image, layout)`.
+/// The images `first..first + count` of an NCHW batch `x` of `c` channels of `p` pixels,
+/// as groups of up to [`LANES`] laid out batch-innermost: `(first image, images, values)`.
 fn groups<T: Element>(
     x: &[T],
     (first, count): (usize, usize),
