@@ -33,6 +33,7 @@ mod im2col;
 mod taps;
 mod winograd;
 mod winograd4;
+mod winograd_kernel;
 mod winograd_simd;
 
 use rayon::prelude::*;

@@ -14,8 +14,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::conv::{ConvGeom, KernelLayout};
+use super::winograd_kernel;
 use super::winograd_simd as simd;
-use super::{copy_run, gemm, give, padded_stride, take, zeros, Element, MatRef};
+use super::{gemm, give, padded_stride, take, zeros, Element, MatRef};
 use rayon::prelude::*;
 use std::any::TypeId;
 
@@ -69,7 +70,7 @@ fn tiles(g: &ConvGeom) -> (usize, usize) {
 /// Elements between the filters of a transformed kernel `u` (and of its gradient), each
 /// `16 cin` values: the GEMMs' row stride for position `e` of every filter.
 fn filter_stride<T>(g: &ConvGeom) -> usize {
-    padded_stride::<T>(POS * g.cin)
+    winograd_kernel::filter_stride::<T, 4>(g)
 }
 
 /// Elements between the 16 position blocks of a chunk's transformed input (`cin` rows of
@@ -105,7 +106,7 @@ pub(super) fn shares(g: &ConvGeom) -> Vec<(usize, usize)> {
 
 /// `y = conv(x, w)` for an NCHW batch and a 3x3 kernel in `layout` (see [`applies`]).
 pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T], layout: KernelLayout) -> Vec<T> {
-    let u = kernel_transform(g, w, layout);
+    let u = winograd_kernel::kernel_transform(g, w, layout, &G);
     let shares = shares(g);
     let mut y = zeros(g.n * g.out_image());
     let jobs: Vec<_> = shares
@@ -177,13 +178,13 @@ pub(crate) fn weight_grad<T: Element>(
             du
         })
         .collect();
-    let gw = kernel_transform_adjoint(g, &partials, layout);
+    let gw = winograd_kernel::kernel_transform_adjoint(g, &partials, layout, &G);
     partials.into_iter().for_each(give);
     gw
 }
 
-/// Accumulates `∂L/∂u` (cout x 16 x cin, as [`kernel_transform`] lays out `u`) over images
-/// `first..first + count`.
+/// Accumulates `∂L/∂u` (cout x 16 x cin, as [`winograd_kernel::kernel_transform`] lays
+/// out `u`) over images `first..first + count`.
 fn weight_grad_share<T: Element>(
     g: &ConvGeom,
     x: &[T],
@@ -297,158 +298,14 @@ fn grad_output_transform<T: Element>(
     }
 }
 
-/// `∂L/∂w[co][ci] = Gᵀ ∂L/∂u[co][ci] G`, the adjoint of [`kernel_transform`], with
-/// `Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]]`, where `∂L/∂u` is the sum of `parts`
-/// (one per thread's share of the batch). Filter by filter in parallel, summing as it goes:
-/// on one thread, after a separate sum, it left the other core idle. Each filter runs
-/// [`CHANNEL_RUN`] input channels at a time, as in [`kernel_transform`].
-fn kernel_transform_adjoint<T: Element>(
-    g: &ConvGeom,
-    parts: &[Vec<T>],
-    layout: KernelLayout,
-) -> Vec<T> {
-    let filter = filter_stride::<T>(g);
-    let mut w = zeros(g.cout * g.cin * 9);
-    w.par_chunks_exact_mut(g.cin * 9)
-        .enumerate()
-        .for_each(|(co, w)| {
-            let du: Vec<&[T]> = parts
-                .iter()
-                .map(|p| &p[co * filter..][..POS * g.cin])
-                .collect();
-            adjoint_filter(g, &du, layout, w);
-        });
-    w
-}
-
-/// [`kernel_transform_adjoint`] of one filter: `w` from the sum of `du`'s parts,
-/// [`CHANNEL_RUN`] input channels at a time.
-fn adjoint_filter<T: Element>(g: &ConvGeom, du: &[&[T]], layout: KernelLayout, w: &mut [T]) {
-    let half = T::from_f64(0.5);
-    let gt = |a: [T; 4]| {
-        [
-            a[0] + half * (a[1] + a[2]),
-            half * (a[1] - a[2]),
-            half * (a[1] + a[2]) + a[3],
-        ]
-    };
-    for ci0 in (0..g.cin).step_by(CHANNEL_RUN) {
-        let len = CHANNEL_RUN.min(g.cin - ci0);
-        let mut d = [[T::ZERO; CHANNEL_RUN]; POS];
-        for (e, run) in d.iter_mut().enumerate() {
-            copy_lanes(run, &du[0][e * g.cin + ci0..], len);
-            let run = &mut run[..len];
-            for part in &du[1..] {
-                for (r, &v) in run.iter_mut().zip(&part[e * g.cin + ci0..][..len]) {
-                    *r += v;
-                }
-            }
-        }
-        let mut k = [[T::ZERO; CHANNEL_RUN]; 9];
-        for i in 0..CHANNEL_RUN {
-            // t = Gᵀ du (3x4) column by column, then t G (3x3) row by row.
-            let mut t = [[T::ZERO; 4]; 3];
-            for c in 0..4 {
-                let col = gt([d[c][i], d[4 + c][i], d[8 + c][i], d[12 + c][i]]);
-                for r in 0..3 {
-                    t[r][c] = col[r];
-                }
-            }
-            for (r, row) in t.iter().enumerate() {
-                for (c, v) in gt(*row).into_iter().enumerate() {
-                    k[r * 3 + c][i] = v;
-                }
-            }
-        }
-        for (tap, run) in k.iter().enumerate() {
-            match layout {
-                KernelLayout::Ohwi => copy_lanes(&mut w[tap * g.cin + ci0..], run, len),
-                KernelLayout::Oihw => {
-                    for (i, &v) in run[..len].iter().enumerate() {
-                        w[(ci0 + i) * 9 + tap] = v;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Input channels a kernel transform takes at once: every step of the algebra runs across
-/// them, element by element, so it vectorises (even at the crate's baseline SSE; an
-/// AVX-512 build of these loops measured no faster). One channel at a time, the kernel's
-/// transform was 7-10 % of the forward pass of ResNet's layer 2 at 64 px (128 channels,
-/// 8x8, batch 32, one thread, `perf`), 2.7 % this way.
-const CHANNEL_RUN: usize = 16;
-
-/// [`copy_run`] of [`CHANNEL_RUN`] values.
-#[inline(always)]
-fn copy_lanes<T: Copy>(dst: &mut [T], src: &[T], len: usize) {
-    copy_run::<T, CHANNEL_RUN>(dst, src, len)
-}
-
-/// `u[co][e][ci] = (G g Gᵀ)[e]` for every kernel `g = w[co][ci]`, with
-/// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`, in a scratch buffer (hand it back
-/// with `give`). Laid out filter by filter so that the threads transform whole filters in
-/// parallel (on one thread it left the other core idle); position e of every filter is the
-/// GEMMs' `cout x cin` matrix, rows [`filter_stride`] apart.
-fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T], layout: KernelLayout) -> Vec<T> {
-    let filter = filter_stride::<T>(g);
-    let mut u = take::<T>(g.cout * filter);
-    let filters = u[..g.cout * filter].par_chunks_exact_mut(filter);
-    filters
-        .zip(w.par_chunks_exact(9 * g.cin))
-        .for_each(|(u, w)| {
-            transform_filter(g, w, layout, u);
-        });
-    u
-}
-
-/// [`kernel_transform`] of one filter `w` into `u` (`[e][ci]`), [`CHANNEL_RUN`] input
-/// channels at a time.
-fn transform_filter<T: Element>(g: &ConvGeom, w: &[T], layout: KernelLayout, u: &mut [T]) {
-    let half = T::from_f64(0.5);
-    for ci0 in (0..g.cin).step_by(CHANNEL_RUN) {
-        let len = CHANNEL_RUN.min(g.cin - ci0);
-        let mut k = [[T::ZERO; CHANNEL_RUN]; 9];
-        match layout {
-            KernelLayout::Ohwi => {
-                for (tap, run) in k.iter_mut().enumerate() {
-                    copy_lanes(run, &w[tap * g.cin + ci0..], len);
-                }
-            }
-            KernelLayout::Oihw => {
-                let taps = &w[ci0 * 9..][..len * 9];
-                for (i, kernel) in taps.chunks_exact(9).enumerate() {
-                    for (tap, &v) in kernel.iter().enumerate() {
-                        k[tap][i] = v;
-                    }
-                }
-            }
-        }
-        let mut out = [[T::ZERO; CHANNEL_RUN]; POS];
-        for i in 0..CHANNEL_RUN {
-            // t = G k (4x3), then t Gᵀ (4x4).
-            let mut t = [[T::ZERO; 3]; 4];
-            for c in 0..3 {
-                let (k0, k1, k2) = (k[c][i], k[3 + c][i], k[6 + c][i]);
-                t[0][c] = k0;
-                t[1][c] = half * (k0 + k1 + k2);
-                t[2][c] = half * (k0 - k1 + k2);
-                t[3][c] = k2;
-            }
-            for (r, row) in t.iter().enumerate() {
-                let [k0, k1, k2] = *row;
-                let vals = [k0, half * (k0 + k1 + k2), half * (k0 - k1 + k2), k2];
-                for (c, &val) in vals.iter().enumerate() {
-                    out[r * 4 + c][i] = val;
-                }
-            }
-        }
-        for (e, run) in out.iter().enumerate() {
-            copy_lanes(&mut u[e * g.cin + ci0..], run, len);
-        }
-    }
-}
+/// `G`: the kernel transform `u = G g Gᵀ` of a 3x3 kernel `g`
+/// ([`winograd_kernel::kernel_transform`]).
+const G: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
 
 /// Tiles transformed together: each of the 16 positions' results for them is written (or
 /// read) as one run of consecutive elements instead of 16 scattered single stores, which

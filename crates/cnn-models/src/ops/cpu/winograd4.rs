@@ -25,13 +25,12 @@
 use super::conv::{ConvGeom, KernelLayout};
 use super::taps::to_channel_major;
 use super::winograd::shares;
-use super::{copy_run, gemm, give, padded_stride, take, zeros, Element, MatRef};
+use super::winograd_kernel::{self as kernel, copy_lanes, Lanes, LANES};
+use super::{gemm, give, padded_stride, take, zeros, Element, MatRef};
 use rayon::prelude::*;
 
 /// Transformed positions per tile (6x6).
 const POS: usize = 36;
-/// Images transformed side by side (one AVX-512 vector of f32).
-const LANES: usize = 16;
 /// Fewest images in each thread's share: the transforms run across them.
 const MIN_SHARE: usize = 8;
 /// Fewest GEMM columns (tiles times images) a chunk of tiles gives, where the map has them.
@@ -46,8 +45,6 @@ const G: [[f64; 3]; 6] = [
     [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
     [0.0, 0.0, 1.0],
 ];
-/// One value per image of a group.
-type Lanes<T> = [T; LANES];
 
 /// Most values (channels times pixels) an image's input or output may hold for this path:
 /// a group of 16 images laid out batch-innermost holds its whole input and output, 4 MB
@@ -83,154 +80,9 @@ fn chunk_tiles(g: &ConvGeom, lanes: usize) -> usize {
     MIN_COLS.div_ceil(lanes).clamp(1, th * tw)
 }
 
-/// Elements between the filters of a transformed kernel (`36 cin` values each).
+/// Elements between the filters of the transformed kernel (`36 cin` values each).
 fn filter_stride<T>(g: &ConvGeom) -> usize {
-    padded_stride::<T>(POS * g.cin)
-}
-
-/// `out = m d`: `m` is `R x K` numbers, `d` a `K x C` grid of lane vectors.
-#[inline(always)]
-fn left<T: Element, const R: usize, const K: usize, const C: usize>(
-    m: &[[f64; K]; R],
-    d: &[[Lanes<T>; C]; K],
-    out: &mut [[Lanes<T>; C]; R],
-) {
-    for r in 0..R {
-        out[r] = [[T::ZERO; LANES]; C];
-        for k in 0..K {
-            if m[r][k] == 0.0 {
-                continue;
-            }
-            let f = T::from_f64(m[r][k]);
-            for c in 0..C {
-                for i in 0..LANES {
-                    out[r][c][i] += f * d[k][c][i];
-                }
-            }
-        }
-    }
-}
-
-/// `out = d mᵀ`: `d` an `R x K` grid of lane vectors, `m` is `C x K` numbers.
-#[inline(always)]
-fn right_t<T: Element, const R: usize, const K: usize, const C: usize>(
-    d: &[[Lanes<T>; K]; R],
-    m: &[[f64; K]; C],
-    out: &mut [[Lanes<T>; C]; R],
-) {
-    for r in 0..R {
-        for c in 0..C {
-            out[r][c] = [T::ZERO; LANES];
-            for k in 0..K {
-                if m[c][k] == 0.0 {
-                    continue;
-                }
-                let f = T::from_f64(m[c][k]);
-                for i in 0..LANES {
-                    out[r][c][i] += f * d[r][k][i];
-                }
-            }
-        }
-    }
-}
-
-/// The transpose of a `R x C` matrix of numbers.
-const fn transpose<const R: usize, const C: usize>(m: [[f64; C]; R]) -> [[f64; R]; C] {
-    let mut t = [[0.0; R]; C];
-    let mut r = 0;
-    while r < R {
-        let mut c = 0;
-        while c < C {
-            t[c][r] = m[r][c];
-            c += 1;
-        }
-        r += 1;
-    }
-    t
-}
-
-/// [`copy_run`] of [`LANES`] values.
-#[inline(always)]
-fn copy_lanes<T: Copy>(dst: &mut [T], src: &[T], len: usize) {
-    copy_run::<T, LANES>(dst, src, len)
-}
-
-/// `u[co][e][ci] = (G g Gᵀ)[e]` for every kernel `g = w[co][ci]` (filters
-/// [`filter_stride`] apart), in a scratch buffer (hand it back with `give`).
-fn kernel_transform<T: Element>(g: &ConvGeom, w: &[T], layout: KernelLayout) -> Vec<T> {
-    let fs = filter_stride::<T>(g);
-    let mut u = take::<T>(g.cout * fs);
-    let filters = u[..g.cout * fs].par_chunks_exact_mut(fs);
-    filters
-        .zip(w.par_chunks_exact(9 * g.cin))
-        .for_each(|(u, w)| {
-            for ci0 in (0..g.cin).step_by(LANES) {
-                let len = LANES.min(g.cin - ci0);
-                let mut k = [[[T::ZERO; LANES]; 3]; 3];
-                for tap in 0..9 {
-                    let run = &mut k[tap / 3][tap % 3];
-                    match layout {
-                        KernelLayout::Ohwi => copy_lanes(run, &w[tap * g.cin + ci0..], len),
-                        KernelLayout::Oihw => {
-                            for i in 0..len {
-                                run[i] = w[(ci0 + i) * 9 + tap];
-                            }
-                        }
-                    }
-                }
-                let mut t = [[[T::ZERO; LANES]; 3]; 6];
-                let mut v = [[[T::ZERO; LANES]; 6]; 6];
-                left(&G, &k, &mut t);
-                right_t(&t, &G, &mut v);
-                for e in 0..POS {
-                    copy_lanes(&mut u[e * g.cin + ci0..], &v[e / 6][e % 6], len);
-                }
-            }
-        });
-    u
-}
-
-/// `∂L/∂w[co][ci] = Gᵀ (∂L/∂u)[co][ci] G`, the adjoint of [`kernel_transform`], where
-/// `∂L/∂u` is the sum of `parts` (one per thread's share), in `layout`.
-fn kernel_transform_adjoint<T: Element>(
-    g: &ConvGeom,
-    parts: &[Vec<T>],
-    layout: KernelLayout,
-) -> Vec<T> {
-    const GT: [[f64; 6]; 3] = transpose(G);
-    let fs = filter_stride::<T>(g);
-    let mut w = zeros(g.cout * g.cin * 9);
-    let filters = w.par_chunks_exact_mut(g.cin * 9).enumerate();
-    filters.for_each(|(co, w)| {
-        for ci0 in (0..g.cin).step_by(LANES) {
-            let len = LANES.min(g.cin - ci0);
-            let mut d = [[[T::ZERO; LANES]; 6]; 6];
-            for (e, run) in d.iter_mut().flatten().enumerate() {
-                for part in parts {
-                    let src = &part[co * fs + e * g.cin + ci0..][..len];
-                    for (r, &v) in run.iter_mut().zip(src) {
-                        *r += v;
-                    }
-                }
-            }
-            let mut t = [[[T::ZERO; LANES]; 6]; 3];
-            let mut k = [[[T::ZERO; LANES]; 3]; 3];
-            left(&GT, &d, &mut t);
-            right_t(&t, &GT, &mut k);
-            for tap in 0..9 {
-                let run = &k[tap / 3][tap % 3];
-                match layout {
-                    KernelLayout::Ohwi => copy_lanes(&mut w[tap * g.cin + ci0..], run, len),
-                    KernelLayout::Oihw => {
-                        for i in 0..len {
-                            w[(ci0 + i) * 9 + tap] = run[i];
-                        }
-                    }
-                }
-            }
-        }
-    });
-    w
+    kernel::filter_stride::<T, 6>(g)
 }
 
 /// The tiles of a chunk: `first..first + count`, numbered row by row.
@@ -484,7 +336,7 @@ impl<T: Element> Scratch<T> {
 
 /// `y = conv(x, w)` for an NCHW batch and a 3x3 kernel in `layout` (see [`applies`]).
 pub(crate) fn forward<T: Element>(g: &ConvGeom, x: &[T], w: &[T], layout: KernelLayout) -> Vec<T> {
-    let u = kernel_transform(g, w, layout);
+    let u = kernel::kernel_transform(g, w, layout, &G);
     let shares = shares(g);
     let mut y = zeros(g.n * g.out_image());
     let jobs: Vec<_> = shares
@@ -592,7 +444,7 @@ pub(crate) fn weight_grad<T: Element>(
             du
         })
         .collect();
-    let gw = kernel_transform_adjoint(g, &partials, layout);
+    let gw = kernel::kernel_transform_adjoint(g, &partials, layout, &G);
     partials.into_iter().for_each(give);
     gw
 }
@@ -640,6 +492,7 @@ fn weight_grad_group<T: Element>(
 
 #[cfg(test)]
 mod tests {
+    use super::kernel::{left, right_t, transpose};
     use super::*;
 
     /// `Bᵀ`: the input transform `v = Bᵀ d B` of a 6x6 input tile `d`.
