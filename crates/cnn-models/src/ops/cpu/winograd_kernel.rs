@@ -12,9 +12,9 @@ use super::{copy_run, padded_stride, take, zeros, Element};
 use rayon::prelude::*;
 
 /// Values a transform takes side by side (one AVX-512 vector of f32): input channels here,
-/// images in [`super::winograd4`]'s tile transforms. One channel at a time, the kernel's
-/// transform was 7-10 % of the forward pass of ResNet's layer 2 at 64 px (128 channels,
-/// 8x8, batch 32, one thread, `perf`), 2.7 % this way.
+/// images in [`super::winograd4`]'s tile transforms. One channel at a time, F(2x2, 3x3)'s
+/// kernel transform was 7-10 % of the forward pass of ResNet's layer 2 at 64 px (128
+/// channels, 8x8, batch 32, one thread, `perf`); 16 at a time, hand-written, 2.7 %.
 pub(super) const LANES: usize = 16;
 
 /// One value per lane.
