@@ -326,8 +326,11 @@ pub(crate) fn paths(g: &ConvGeom) -> [usize; 3] {
         (false, true) => 1,
         (false, false) => 0,
     };
-    let input = transposed_geometry(&geom).map_or(0, |t| family(&t));
-    [family(&geom), input, family(&geom)]
+    let (own, input) = (
+        family(&geom),
+        transposed_geometry(&geom).map_or(0, |t| family(&t)),
+    );
+    [own, input, own]
 }
 
 /// Whether a kernel of `g` in `layout` must be copied into `wanted`: not where they are
@@ -582,13 +585,9 @@ fn input_grad_untrimmed<T: Element>(
         // since its transforms fill their lanes with 4 tile rows; with 128, ResNet's layer
         // 2 at 64 px, it ran 405-407 against 358-364 before that), and at 224 px ResNet's
         // layer 3 (256 channels, 14x14) runs 2x faster.
-        if use_winograd4(&t) {
+        if any_winograd(&t) {
             let flipped = flipped_transposed(g, w, layout);
-            return winograd4::forward(&t, gy, &flipped, KernelLayout::Oihw);
-        }
-        if use_winograd(&t) {
-            let flipped = flipped_transposed(g, w, layout);
-            return winograd::forward(&t, gy, &flipped, KernelLayout::Oihw);
+            return forward_untrimmed(&t, gy, &flipped, KernelLayout::Oihw);
         }
     }
     assert_eq!(layout, KernelLayout::Oihw, "col2im: OIHW kernels only");

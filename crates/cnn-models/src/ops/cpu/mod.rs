@@ -171,22 +171,6 @@ pub(crate) fn padded_stride<T>(len: usize) -> usize {
     }
 }
 
-/// Copies `len` values (at most `L`) from `src` to `dst`, a run of a vectorised loop: a
-/// whole run as one value of type `[T; L]`, which compiles to vector moves. Written as
-/// `copy_from_slice` in both cases, LLVM merged the two into one `memmove` call of
-/// variable length (a fifth of the F(4x4, 3x3) forward pass on ResNet's layer 1 at 64 px).
-#[inline(always)]
-pub(crate) fn copy_run<T: Copy, const L: usize>(dst: &mut [T], src: &[T], len: usize) {
-    if len == L {
-        let to: &mut [T; L] = (&mut dst[..L]).try_into().expect("L values");
-        *to = *<&[T; L]>::try_from(&src[..L]).expect("L values");
-    } else {
-        for (d, &s) in dst[..len].iter_mut().zip(&src[..len]) {
-            *d = s;
-        }
-    }
-}
-
 /// A row-major or transposed view of a matrix for [`gemm`]: element (i, j) is at
 /// `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]
