@@ -2,10 +2,11 @@
 //! contiguous gradients (candle's matmul backward goes through transposed views, and adding
 //! a transposed 37M-value weight gradient into the store takes its slow strided path).
 
-use super::cpu::{gemm, Element, MatRef};
+use super::cpu::{gemm, give, padded_stride, take, zeros, Element, MatRef};
 use super::dispatch2;
 use crate::weight_grads::WeightGrads;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `x (n, in) @ weight (out, in).T`; on the CPU path the weight's gradient goes to
 /// `weight_grads` where given.
@@ -65,17 +66,28 @@ enum Pass {
 impl Dims {
     fn run<T: Element>(&self, pass: Pass, a: &[T], b: &[T]) -> Vec<T> {
         let (n, i, o) = (self.n, self.inputs, self.outputs);
-        let threads = rayon::current_num_threads();
-        let (m, cols, k, lhs, rhs) = match pass {
-            Pass::Forward => return self.forward(a, b),
-            Pass::InputGrad => (n, i, o, MatRef::rows(a, o), MatRef::rows(b, i)),
-            Pass::WeightGrad => (o, i, n, MatRef::transposed(a, o), MatRef::rows(b, i)),
-        };
-        let mut out = vec![T::ZERO; m * cols];
-        // SAFETY: each operand is a contiguous slice of exactly the extent its MatRef reads:
-        // x (n x i), w (o x i), gy (n x o).
-        unsafe { gemm(m, cols, k, &mut out, cols, false, lhs, rhs, threads) };
-        out
+        match pass {
+            Pass::Forward => self.forward(a, b),
+            Pass::InputGrad => self.input_grad(a, b),
+            Pass::WeightGrad => {
+                let mut gw = zeros(o * i);
+                // SAFETY: gy is n x o and x n x i, both contiguous; gw is o x i.
+                unsafe {
+                    gemm(
+                        o,
+                        i,
+                        n,
+                        &mut gw,
+                        i,
+                        false,
+                        MatRef::transposed(a, o),
+                        MatRef::rows(b, i),
+                        rayon::current_num_threads(),
+                    )
+                };
+                gw
+            }
+        }
     }
 
     /// `x w^T`, computed as `(w x^T)^T`. The gemm crate packs its left operand by columns:
@@ -84,7 +96,6 @@ impl Dims {
     /// weight is read along its rows, and only the small `n x out` result is transposed.
     fn forward<T: Element>(&self, x: &[T], w: &[T]) -> Vec<T> {
         let (n, i, o) = (self.n, self.inputs, self.outputs);
-        let threads = rayon::current_num_threads();
         let mut yt = vec![T::ZERO; o * n];
         // SAFETY: w is o x i and x is n x i, both contiguous; yt is o x n.
         unsafe {
@@ -97,21 +108,87 @@ impl Dims {
                 false,
                 MatRef::rows(w, i),
                 MatRef::transposed(x, i),
-                threads,
+                rayon::current_num_threads(),
             )
         };
-        let mut y = vec![T::ZERO; n * o];
-        for (r, row) in y.chunks_exact_mut(o).enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = yt[j * n + r];
-            }
+        transpose(&yt, o, n)
+    }
+
+    /// `gy w`, computed as `(w^T gy^T)^T` for the reason [`Self::forward`] gives: as
+    /// `gy w` the gemm crate read the weight down its columns (FC1 of AlexNet@64, 9216 ->
+    /// 4096: 47-56 ms against 28-38 ms this way; docs/PERFORMANCE.md, session 15). The
+    /// crate reads `w^T` in place, a weight row per step along the product's depth, and rows
+    /// a multiple of 2 KiB apart crowd into few cache sets: there the weight goes through a
+    /// small buffer with padded rows, [`WEIGHT_ROWS_A_COPY`] rows at a time (4096 -> 4096:
+    /// 18-26 ms in place, 11 ms through the buffer).
+    fn input_grad<T: Element>(&self, gy: &[T], w: &[T]) -> Vec<T> {
+        let (n, i, o) = (self.n, self.inputs, self.outputs);
+        let threads = rayon::current_num_threads();
+        let mut gxt = vec![T::ZERO; i * n];
+        let ld = padded_stride::<T>(i);
+        if ld == i {
+            // SAFETY: w is o x i and gy n x o, both contiguous; gxt is i x n.
+            unsafe {
+                gemm(
+                    i,
+                    n,
+                    o,
+                    &mut gxt,
+                    n,
+                    false,
+                    MatRef::transposed(w, i),
+                    MatRef::transposed(gy, o),
+                    threads,
+                )
+            };
+            return transpose(&gxt, i, n);
         }
-        y
+        let mut rows_copy = take::<T>(WEIGHT_ROWS_A_COPY * ld);
+        for first in (0..o).step_by(WEIGHT_ROWS_A_COPY) {
+            let rows = WEIGHT_ROWS_A_COPY.min(o - first);
+            rows_copy[..rows * ld]
+                .par_chunks_mut(ld)
+                .zip(w[first * i..(first + rows) * i].par_chunks(i))
+                .for_each(|(to, from)| to[..i].copy_from_slice(from));
+            // SAFETY: rows_copy holds `rows` weight rows `ld` apart; gy[first..] reads gy's
+            // columns first..first + rows of its n rows, o apart; gxt is i x n.
+            unsafe {
+                gemm(
+                    i,
+                    n,
+                    rows,
+                    &mut gxt,
+                    n,
+                    first > 0,
+                    MatRef::transposed(&rows_copy, ld),
+                    MatRef::transposed(&gy[first..], o),
+                    threads,
+                )
+            };
+        }
+        give(rows_copy);
+        transpose(&gxt, i, n)
     }
 
     fn apply(&self, pass: Pass, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         a.apply_op2_no_bwd(b, &Product(*self, pass))
     }
+}
+
+/// Weight rows [`Dims::input_grad`] copies into its padded buffer at a time: 2 MiB of a
+/// 4096-wide f32 weight, which stays in cache while the GEMM reads it (64 and 256 rows
+/// measured 10-60 % slower at 4096 -> 4096).
+const WEIGHT_ROWS_A_COPY: usize = 128;
+
+/// `src` (`rows x cols`, row-major) transposed.
+fn transpose<T: Element>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; rows * cols];
+    for (c, out_row) in out.chunks_exact_mut(rows).enumerate() {
+        for (r, v) in out_row.iter_mut().enumerate() {
+            *v = src[r * cols + c];
+        }
+    }
+    out
 }
 
 /// One of the three products as a no-backward op.
