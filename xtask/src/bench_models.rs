@@ -122,7 +122,7 @@ enum Baseline {
     NoWinograd4x4,
     /// All ours, but small maps through im2col + GEMM too (no tap-by-tap GEMMs).
     NoTaps,
-    /// All ours, but the portable loops instead of the hand-written AVX-512 code.
+    /// All ours, but the portable loops (baseline x86-64) instead of the AVX-512 and AVX2 code.
     NoSimd,
 }
 

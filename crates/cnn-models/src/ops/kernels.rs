@@ -22,7 +22,8 @@ pub struct CpuKernels {
     pub relu: bool,
     /// Linear layers as one op with GEMMs into contiguous gradients (false: candle's matmul).
     pub linear: bool,
-    /// Hand-written AVX-512 code where the CPU has it (false: the portable loops).
+    /// Vector code where the CPU has it: hand-written AVX-512, and loops built for AVX-512
+    /// or AVX2 beside baseline x86-64 (false: the portable loops, baseline build only).
     pub simd: bool,
 }
 

@@ -2,24 +2,31 @@
 //! buffers, and a thin wrapper over the `gemm` crate's SGEMM/DGEMM.
 
 /// `fn $name` whose body (a loop across lanes, written once, `#[inline(always)]` into
-/// each caller) is built for AVX-512F where the CPU has it and the kernels allow SIMD,
-/// portable otherwise. The crate is built for baseline x86-64, where loops across 16
-/// lanes compile to 4-wide SSE.
-macro_rules! with_avx512 {
-    ($(#[$doc:meta])* fn $name:ident<T>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+/// each caller) is built three times: for AVX-512F, for AVX2 and FMA, and for baseline
+/// x86-64, the crate's own target, where loops across 16 lanes compile to 4-wide SSE. Each
+/// call runs the widest build [`wide_simd`] allows.
+macro_rules! with_wide_simd {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident<T>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$doc])*
-        fn $name<T: Element>($($arg: $ty),*) {
+        $vis fn $name<T: Element>($($arg: $ty),*) {
             #[inline(always)]
             fn lanes<T: Element>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                fn wide<T: Element>($($arg: $ty),*) {
+                fn avx512<T: Element>($($arg: $ty),*) {
                     lanes($($arg),*)
                 }
-                if super::winograd_simd::available() {
-                    // SAFETY: the CPU has AVX-512F (checked just now).
-                    return unsafe { wide($($arg),*) };
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2<T: Element>($($arg: $ty),*) {
+                    lanes($($arg),*)
+                }
+                match super::wide_simd() {
+                    // SAFETY: wide_simd() found the CPU has AVX-512F.
+                    super::WideSimd::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: wide_simd() found the CPU has AVX2 and FMA.
+                    super::WideSimd::Avx2 => return unsafe { avx2($($arg),*) },
+                    super::WideSimd::Baseline => {}
                 }
             }
             lanes($($arg),*)
@@ -40,6 +47,30 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::{Add, AddAssign, Mul, Sub};
 use std::sync::Mutex;
+
+/// The widest vector instructions [`with_wide_simd!`] builds use on this CPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum WideSimd {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+/// What the CPU has (detected once by std, then a cached load), or `Baseline` where the
+/// CPU kernels turn SIMD off (`CpuKernels::simd`).
+pub(crate) fn wide_simd() -> WideSimd {
+    #[cfg(target_arch = "x86_64")]
+    if crate::ops::cpu_kernels().simd {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return WideSimd::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return WideSimd::Avx2;
+        }
+    }
+    WideSimd::Baseline
+}
 
 /// Float types the CPU kernels support (f32 for training, f64 for gradient checks).
 pub(crate) trait Element:

@@ -171,7 +171,7 @@ fn both_ways<T: Element, const C: usize, const R: usize>(
     }
 }
 
-with_avx512! {
+with_wide_simd! {
     /// Writes `Bᵀ d B` of each tile of `chunk` of input channel `ci` into
     /// `v[e][ci][tile][image]` (positions `vs` apart, channels `cols` apart); pixels
     /// outside the map read zero.
@@ -211,7 +211,7 @@ with_avx512! {
     }
 }
 
-with_avx512! {
+with_wide_simd! {
     /// Folds the products `m[e][co][tile][image]` of output channel `co` back into its
     /// plane of `y` (`[y][x][image]`, `n` images) as `Aᵀ m A`, dropping the outputs past
     /// the map's edge.
@@ -248,7 +248,7 @@ with_avx512! {
     }
 }
 
-with_avx512! {
+with_wide_simd! {
     /// Writes `A d Aᵀ` of each 4x4 tile `d` of output channel `co`'s gradient (`gy`,
     /// `[y][x][image]`) into `dm[e][co][tile][image]`; outputs past the map's edge count as
     /// zero. The adjoint of [`output_transform`].

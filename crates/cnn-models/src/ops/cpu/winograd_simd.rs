@@ -19,7 +19,7 @@ pub(crate) const OVERREAD: usize = 34;
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        crate::ops::cpu_kernels().simd && std::arch::is_x86_feature_detected!("avx512f")
+        super::wide_simd() == super::WideSimd::Avx512
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
