@@ -50,6 +50,7 @@ use std::sync::Mutex;
 
 /// The widest vector instructions [`with_wide_simd!`] builds use on this CPU.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum WideSimd {
     Avx512,
     Avx2,
