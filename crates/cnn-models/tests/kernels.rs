@@ -966,3 +966,16 @@ fn linear_and_its_gradients_match_the_definition() {
         }
     }
 }
+
+#[test]
+fn linear_of_an_empty_batch_gives_empty_and_zero_gradients() {
+    // 512 inputs: rows 2 KiB apart, the input gradient's padded-copy path.
+    let w = random_vec(300 * 512, &mut ChaCha8Rng::seed_from_u64(52));
+    let xv = Var::from_tensor(&tensor(&[], &[0, 512], DType::F32)).unwrap();
+    let wv = Var::from_tensor(&tensor(&w, &[300, 512], DType::F32)).unwrap();
+    let y = ops::linear(&xv, &wv, None).unwrap();
+    assert_eq!(y.dims(), [0, 300]);
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(grads.get(&xv).unwrap().dims(), [0, 512]);
+    assert!(values(grads.get(&wv).unwrap()).iter().all(|&v| v == 0.0));
+}
