@@ -129,31 +129,25 @@ impl Dims {
         let threads = rayon::current_num_threads();
         let mut gxt = vec![T::ZERO; i * n];
         let ld = padded_stride::<T>(i);
-        if ld == i {
-            // SAFETY: w is o x i and gy n x o, both contiguous; gxt is i x n.
-            unsafe {
-                gemm(
-                    i,
-                    n,
-                    o,
-                    &mut gxt,
-                    n,
-                    false,
-                    MatRef::transposed(w, i),
-                    MatRef::transposed(gy, o),
-                    threads,
-                )
+        // In place, the whole weight in one GEMM; else batches of rows through the buffer.
+        let mut rows_copy = (ld != i).then(|| take::<T>(WEIGHT_ROWS_A_COPY * ld));
+        let batch = match rows_copy {
+            Some(_) => WEIGHT_ROWS_A_COPY,
+            None => o.max(1),
+        };
+        for first in (0..o).step_by(batch) {
+            let rows = batch.min(o - first);
+            let (lhs, lhs_ld) = match rows_copy.as_mut() {
+                Some(copy) => {
+                    copy[..rows * ld]
+                        .par_chunks_mut(ld)
+                        .zip(w[first * i..(first + rows) * i].par_chunks(i))
+                        .for_each(|(to, from)| to[..i].copy_from_slice(from));
+                    (&copy[..], ld)
+                }
+                None => (&w[first * i..], i),
             };
-            return transpose(&gxt, i, n);
-        }
-        let mut rows_copy = take::<T>(WEIGHT_ROWS_A_COPY * ld);
-        for first in (0..o).step_by(WEIGHT_ROWS_A_COPY) {
-            let rows = WEIGHT_ROWS_A_COPY.min(o - first);
-            rows_copy[..rows * ld]
-                .par_chunks_mut(ld)
-                .zip(w[first * i..(first + rows) * i].par_chunks(i))
-                .for_each(|(to, from)| to[..i].copy_from_slice(from));
-            // SAFETY: rows_copy holds `rows` weight rows `ld` apart; gy[first..] reads gy's
+            // SAFETY: lhs holds `rows` weight rows `lhs_ld` apart; gy[first..] reads gy's
             // columns first..first + rows of its n rows, o apart; gxt is i x n.
             unsafe {
                 gemm(
@@ -163,13 +157,15 @@ impl Dims {
                     &mut gxt,
                     n,
                     first > 0,
-                    MatRef::transposed(&rows_copy, ld),
+                    MatRef::transposed(lhs, lhs_ld),
                     MatRef::transposed(&gy[first..], o),
                     threads,
                 )
             };
         }
-        give(rows_copy);
+        if let Some(copy) = rows_copy {
+            give(copy);
+        }
         transpose(&gxt, i, n)
     }
 
