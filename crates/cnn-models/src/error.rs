@@ -18,6 +18,12 @@ pub enum ModelError {
         width: usize,
     },
 
+    #[error("{arch} computes in f32 or f64, not {dtype:?}")]
+    UnsupportedDType {
+        arch: String,
+        dtype: candle_core::DType,
+    },
+
     #[error("{arch} expects input (batch, 3, height, width), got {shape:?}")]
     BadInput { arch: String, shape: Vec<usize> },
 

@@ -5,7 +5,7 @@ use crate::init::{Init, InitRng};
 use crate::ops;
 use crate::params::{ParamKind, ParamStore, Stored};
 use crate::pass::Pass;
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 
 /// Creates layers, draws their initial values in order from one seeded stream, and
 /// registers their tensors by name.
@@ -13,14 +13,24 @@ pub struct Builder {
     store: ParamStore,
     rng: InitRng,
     device: Device,
+    dtype: DType,
 }
 
 impl Builder {
+    /// Layers in float32, the type networks train in.
     pub fn new(seed: u64, device: &Device) -> Self {
+        Self::with_dtype(seed, device, DType::F32)
+    }
+
+    /// Layers whose tensors are of `dtype` (f32 or f64: the types the ops compute in).
+    /// The values are drawn as in float32 and converted, so a seed builds the same model
+    /// in either type.
+    pub fn with_dtype(seed: u64, device: &Device, dtype: DType) -> Self {
         Self {
             store: ParamStore::default(),
             rng: InitRng::new(seed),
             device: device.clone(),
+            dtype,
         }
     }
 
@@ -38,7 +48,8 @@ impl Builder {
     ) -> Result<Var> {
         let len = shape.iter().product();
         // Drawn in torchvision's order whatever the layout: the same seed, the same model.
-        let values = Tensor::from_vec(self.rng.draw(init, len), shape, &self.device)?;
+        let values = Tensor::from_vec(self.rng.draw(init, len), shape, &self.device)?
+            .to_dtype(self.dtype)?;
         let values = match stored {
             Stored::AsTorch => values,
             Stored::KernelOhwi => values.permute((0, 2, 3, 1))?.contiguous()?,

@@ -35,6 +35,6 @@ pub use init::{Init, InitRng};
 pub use layers::Builder;
 pub use model::Model;
 pub use params::{Param, ParamKind, ParamStore, Stored};
-pub use pass::{LayerRecord, Mode, Pass};
+pub use pass::{LayerOutput, LayerRecord, Mode, Pass};
 pub use registry::{find_arch, ArchSpec, Network, ARCHITECTURES};
 pub use summary::{thousands, Summary};

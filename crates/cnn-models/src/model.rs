@@ -5,7 +5,7 @@ use crate::params::ParamStore;
 use crate::pass::Pass;
 use crate::registry::{find_arch, ArchSpec, Network};
 use crate::ModelError;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// A network ready to train or run: its architecture, class count and tensors.
 pub struct Model {
@@ -17,12 +17,25 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds `arch` for `num_classes` classes with initial values drawn from `seed`.
+    /// Builds `arch` for `num_classes` classes with initial values drawn from `seed`, in
+    /// float32.
     pub fn new(
         arch: &str,
         num_classes: usize,
         seed: u64,
         device: &Device,
+    ) -> Result<Self, ModelError> {
+        Self::with_dtype(arch, num_classes, seed, device, DType::F32)
+    }
+
+    /// [`Self::new`] with tensors of `dtype`: f32 to train, f64 as the reference the
+    /// precision tests hold float32 to (every op computes in both).
+    pub fn with_dtype(
+        arch: &str,
+        num_classes: usize,
+        seed: u64,
+        device: &Device,
+        dtype: DType,
     ) -> Result<Self, ModelError> {
         let spec = find_arch(arch)?;
         if num_classes == 0 {
@@ -30,7 +43,13 @@ impl Model {
                 arch: spec.name.to_string(),
             });
         }
-        let mut builder = Builder::new(seed, device);
+        if !matches!(dtype, DType::F32 | DType::F64) {
+            return Err(ModelError::UnsupportedDType {
+                arch: spec.name.to_string(),
+                dtype,
+            });
+        }
+        let mut builder = Builder::with_dtype(seed, device, dtype);
         let net = (spec.build)(&mut builder, num_classes)?;
         Ok(Self {
             spec,
@@ -39,6 +58,21 @@ impl Model {
             params: builder.into_store(),
             net,
         })
+    }
+
+    /// A copy of this model (its every tensor, buffers included) in `dtype`, on the same
+    /// device: float64 for a reference run of the same weights.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self, ModelError> {
+        let copy = Self::with_dtype(self.arch(), self.num_classes, 0, &self.device, dtype)?;
+        for (from, to) in self.params.all().iter().zip(copy.params.all()) {
+            to.var.set(&from.var.as_tensor().to_dtype(dtype)?)?;
+        }
+        Ok(copy)
+    }
+
+    /// The type the model's tensors hold and its ops compute in.
+    pub fn dtype(&self) -> DType {
+        self.params.all()[0].var.dtype()
     }
 
     /// The registry name, e.g. `resnet18`.

@@ -1,6 +1,6 @@
 //! One forward pass's settings: train or eval mode, the dropout seed, an optional
-//! collector of weight gradients, and an optional recorder of each layer's output (for the
-//! layer summary).
+//! collector of weight gradients, and optional recorders of each layer's output shape (for
+//! the layer summary) or value (for precision checks).
 
 use crate::weight_grads::WeightGrads;
 use candle_core::backprop::GradStore;
@@ -27,6 +27,17 @@ pub struct LayerRecord {
     pub params: usize,
 }
 
+/// One layer's output as a pass kept it (see [`Pass::keeping_outputs`]).
+#[derive(Debug, Clone)]
+pub struct LayerOutput {
+    /// torchvision's module path, e.g. `layer1.0.relu`.
+    pub name: String,
+    /// Module type, e.g. `ReLU`.
+    pub kind: &'static str,
+    /// The output, detached from the graph.
+    pub output: Tensor,
+}
+
 /// Settings of one forward pass.
 pub struct Pass {
     pub mode: Mode,
@@ -37,6 +48,7 @@ pub struct Pass {
     pub dropout_seed: u64,
     weight_grads: Option<WeightGrads>,
     trace: Option<RefCell<Vec<LayerRecord>>>,
+    outputs: Option<RefCell<Vec<LayerOutput>>>,
 }
 
 impl Pass {
@@ -48,6 +60,7 @@ impl Pass {
             dropout_seed: 0,
             weight_grads: None,
             trace: None,
+            outputs: None,
         }
     }
 
@@ -68,6 +81,7 @@ impl Pass {
             dropout_seed,
             weight_grads: None,
             trace: None,
+            outputs: None,
         }
     }
 
@@ -81,6 +95,21 @@ impl Pass {
             weight_grads: Some(WeightGrads::default()),
             ..self
         }
+    }
+
+    /// This pass keeping every layer's output (in the order the layer summary lists them),
+    /// to read back with [`Self::take_outputs`]. It holds them all until then: meant for
+    /// checks on small inputs, such as where two passes' ReLUs decide differently.
+    pub fn keeping_outputs(self) -> Self {
+        Self {
+            outputs: Some(RefCell::new(Vec::new())),
+            ..self
+        }
+    }
+
+    /// The outputs kept so far (none unless [`Self::keeping_outputs`]), leaving none.
+    pub fn take_outputs(&self) -> Vec<LayerOutput> {
+        self.outputs.as_ref().map(RefCell::take).unwrap_or_default()
     }
 
     /// `loss.backward()`, with the gradients this pass collected moved into the store.
@@ -105,6 +134,7 @@ impl Pass {
             dropout_seed: 0,
             weight_grads: None,
             trace: Some(RefCell::new(Vec::new())),
+            outputs: None,
         }
     }
 
@@ -121,8 +151,15 @@ impl Pass {
         }
     }
 
-    /// Note a layer's output when tracing; a no-op otherwise.
+    /// Note a layer's output when tracing or keeping outputs; a no-op otherwise.
     pub(crate) fn record(&self, name: &str, kind: &'static str, output: &Tensor, params: usize) {
+        if let Some(outputs) = &self.outputs {
+            outputs.borrow_mut().push(LayerOutput {
+                name: name.to_string(),
+                kind,
+                output: output.detach(),
+            });
+        }
         if let Some(trace) = &self.trace {
             trace.borrow_mut().push(LayerRecord {
                 name: name.to_string(),

@@ -4,7 +4,7 @@
 use crate::model::Model;
 use crate::params::Param;
 use crate::ModelError;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -28,7 +28,8 @@ impl Model {
     }
 
     /// Replaces every tensor with the one of the same name in `path`. The file must hold
-    /// exactly the model's tensors with the same shapes (any float dtype); otherwise nothing
+    /// exactly the model's tensors with the same shapes (any float dtype, converted to the
+    /// model's); otherwise nothing
     /// is changed and the error lists what is missing, unexpected or of the wrong shape.
     pub fn load_weights(&self, path: &Path) -> Result<(), ModelError> {
         let unreadable = |reason: String| ModelError::Unreadable {
@@ -42,7 +43,7 @@ impl Model {
             .map_err(|e| unreadable(e.to_string()))?;
         self.check_matches(path, &file)?;
         for p in self.params().all() {
-            let t = file[&p.name].to_dtype(DType::F32)?;
+            let t = file[&p.name].to_dtype(p.var.dtype())?;
             p.var.set(&p.from_torch(&t)?)?;
         }
         Ok(())

@@ -443,3 +443,50 @@ fn inference_matches_eval_and_keeps_no_graph() {
     assert!(eval.track_op(), "eval keeps the graph (gradients can flow)");
     assert!(!infer.track_op(), "inference keeps no graph");
 }
+
+#[test]
+fn a_model_converts_to_float64_with_every_tensor_equal_and_refuses_half_precision() {
+    let model = Model::new("resnet18", 10, 3, &Device::Cpu).unwrap();
+    let wide = model.to_dtype(candle_core::DType::F64).unwrap();
+    assert_eq!(model.dtype(), candle_core::DType::F32);
+    assert_eq!(wide.dtype(), candle_core::DType::F64);
+    // A seed builds the same model in either type.
+    let built =
+        Model::with_dtype("resnet18", 10, 3, &Device::Cpu, candle_core::DType::F64).unwrap();
+    for ((a, b), c) in model
+        .params()
+        .all()
+        .iter()
+        .zip(wide.params().all())
+        .zip(built.params().all())
+    {
+        assert_eq!(b.var.dtype(), candle_core::DType::F64, "{}", b.name);
+        let a = a.var.as_tensor().to_dtype(candle_core::DType::F64).unwrap();
+        let same = |t: &candle_core::Tensor| {
+            (&a - t)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        assert_eq!(
+            same(b.var.as_tensor()),
+            0.0,
+            "{} differs after to_dtype",
+            b.name
+        );
+        assert_eq!(
+            same(c.var.as_tensor()),
+            0.0,
+            "{} differs when built in f64",
+            c.name
+        );
+    }
+    let err = Model::with_dtype("resnet18", 10, 0, &Device::Cpu, candle_core::DType::F16)
+        .err()
+        .expect("f16 is refused");
+    assert!(err.to_string().contains("F16"), "{err}");
+}

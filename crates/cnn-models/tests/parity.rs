@@ -1,5 +1,8 @@
 //! ResNet18 against PyTorch on the shared parity fixture (`../shared/reference/parity/`):
-//! eval and train logits and loss, gradients, and running statistics after one step.
+//! eval and train logits and loss, gradients, and running statistics after one step, in
+//! float32 (as close as PyTorch's own float32 gets) and in float64 (as close as the
+//! fixture's float32 rounding of PyTorch's float64 allows: the float64 path is the
+//! reference `precision.rs` holds every network's float32 to).
 
 mod common;
 
@@ -13,17 +16,22 @@ struct Fixture {
     expected: HashMap<String, Tensor>,
 }
 
-fn fixture() -> Fixture {
+fn fixture(dtype: DType) -> Fixture {
     let dir = "reference/parity";
-    let model = Model::new("resnet18", 10, 0, &Device::Cpu).unwrap();
+    let model = Model::with_dtype("resnet18", 10, 0, &Device::Cpu, dtype).unwrap();
     model
         .load_weights(&shared_file(&format!("{dir}/resnet18.weights.safetensors")))
         .unwrap();
-    let expected = candle_core::safetensors::load(
+    let mut expected = candle_core::safetensors::load(
         shared_file(&format!("{dir}/resnet18.expected.safetensors")),
         &Device::Cpu,
     )
     .unwrap();
+    for t in expected.values_mut() {
+        if t.dtype().is_float() {
+            *t = t.to_dtype(dtype).unwrap();
+        }
+    }
     Fixture { model, expected }
 }
 
@@ -75,7 +83,7 @@ impl Fixture {
 
 #[test]
 fn eval_mode_logits_loss_and_gradients_match_pytorch() {
-    let f = fixture();
+    let f = fixture(DType::F32);
     let (logits, loss, grads) = f.loss_and_grads(&Pass::eval());
     let err = relative_error(&logits, f.get("logits_eval"));
     assert!(err < 1e-5, "eval logits: relative error {err:.2e}");
@@ -90,7 +98,7 @@ fn eval_mode_logits_loss_and_gradients_match_pytorch() {
 
 #[test]
 fn train_mode_logits_loss_gradients_and_running_stats_match_pytorch() {
-    let f = fixture();
+    let f = fixture(DType::F32);
     let (logits, loss, grads) = f.loss_and_grads(&Pass::train(0));
     let err = relative_error(&logits, f.get("logits_train"));
     assert!(err < 1e-5, "train logits: relative error {err:.2e}");
@@ -112,4 +120,27 @@ fn train_mode_logits_loss_gradients_and_running_stats_match_pytorch() {
         checked += 1;
     }
     assert_eq!(checked, 4, "fixture lists 4 running statistics");
+}
+
+/// The fixture holds PyTorch's float64 results rounded to float32 (relative 6e-8 each), so
+/// the float64 path meets them at that rounding, in train mode's gradients too (float64
+/// has no trouble with the batch of 2 that costs float32 three digits).
+#[test]
+fn float64_matches_pytorchs_float64_in_both_modes() {
+    const TOLERANCE: f64 = 1e-6;
+    for (pass, mode) in [(Pass::eval(), "eval"), (Pass::train(0), "train")] {
+        let f = fixture(DType::F64);
+        let (logits, loss, grads) = f.loss_and_grads(&pass);
+        assert_eq!(logits.dtype(), DType::F64);
+        let err = relative_error(&logits, f.get(&format!("logits_{mode}")));
+        assert!(err < TOLERANCE, "{mode} logits: relative error {err:.2e}");
+        let err = relative_error(&loss.reshape(1).unwrap(), f.get(&format!("loss_{mode}")));
+        assert!(err < TOLERANCE, "{mode} loss: relative error {err:.2e}");
+        let prefix = if mode == "eval" {
+            "grad."
+        } else {
+            "grad_train."
+        };
+        assert_eq!(f.check_grads(&grads, prefix, TOLERANCE), 8);
+    }
 }
