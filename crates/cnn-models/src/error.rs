@@ -24,6 +24,13 @@ pub enum ModelError {
         dtype: candle_core::DType,
     },
 
+    #[error("{arch} holds {model:?} tensors but the input is {input:?}: convert one of them (Tensor::to_dtype, Model::to_dtype)")]
+    InputDTypeMismatch {
+        arch: String,
+        model: candle_core::DType,
+        input: candle_core::DType,
+    },
+
     #[error("{arch} expects input (batch, 3, height, width), got {shape:?}")]
     BadInput { arch: String, shape: Vec<usize> },
 

@@ -105,6 +105,13 @@ impl Model {
         let [_, 3, h, w] = shape[..] else {
             return Err(ModelError::BadInput { arch, shape });
         };
+        if x.dtype() != self.dtype() {
+            return Err(ModelError::InputDTypeMismatch {
+                arch,
+                model: self.dtype(),
+                input: x.dtype(),
+            });
+        }
         let min = self.spec.min_image_size;
         if h < min || w < min {
             return Err(ModelError::ImageTooSmall {

@@ -447,12 +447,11 @@ fn inference_matches_eval_and_keeps_no_graph() {
 #[test]
 fn a_model_converts_to_float64_with_every_tensor_equal_and_refuses_half_precision() {
     let model = Model::new("resnet18", 10, 3, &Device::Cpu).unwrap();
-    let wide = model.to_dtype(candle_core::DType::F64).unwrap();
-    assert_eq!(model.dtype(), candle_core::DType::F32);
-    assert_eq!(wide.dtype(), candle_core::DType::F64);
+    let wide = model.to_dtype(DType::F64).unwrap();
+    assert_eq!(model.dtype(), DType::F32);
+    assert_eq!(wide.dtype(), DType::F64);
     // A seed builds the same model in either type.
-    let built =
-        Model::with_dtype("resnet18", 10, 3, &Device::Cpu, candle_core::DType::F64).unwrap();
+    let built = Model::with_dtype("resnet18", 10, 3, &Device::Cpu, DType::F64).unwrap();
     for ((a, b), c) in model
         .params()
         .all()
@@ -460,8 +459,8 @@ fn a_model_converts_to_float64_with_every_tensor_equal_and_refuses_half_precisio
         .zip(wide.params().all())
         .zip(built.params().all())
     {
-        assert_eq!(b.var.dtype(), candle_core::DType::F64, "{}", b.name);
-        let a = a.var.as_tensor().to_dtype(candle_core::DType::F64).unwrap();
+        assert_eq!(b.var.dtype(), DType::F64, "{}", b.name);
+        let a = a.var.as_tensor().to_dtype(DType::F64).unwrap();
         let same = |t: &candle_core::Tensor| {
             (&a - t)
                 .unwrap()
@@ -485,7 +484,15 @@ fn a_model_converts_to_float64_with_every_tensor_equal_and_refuses_half_precisio
             c.name
         );
     }
-    let err = Model::with_dtype("resnet18", 10, 0, &Device::Cpu, candle_core::DType::F16)
+    let x = Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    let err = wide
+        .forward(&x, &Pass::infer())
+        .expect_err("f32 input to f64 model");
+    assert!(
+        matches!(err, ModelError::InputDTypeMismatch { .. }) && err.to_string().contains("F64"),
+        "{err}"
+    );
+    let err = Model::with_dtype("resnet18", 10, 0, &Device::Cpu, DType::F16)
         .err()
         .expect("f16 is refused");
     assert!(err.to_string().contains("F16"), "{err}");
