@@ -10,8 +10,8 @@ use crate::bench_op_times;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use clap::{Parser, ValueEnum};
-use cnn_models::ops::{self, CpuKernels};
 use cnn_models::{Model, Pass};
+use cnn_ops::{self as ops, CpuChoice};
 use cnn_train::{Optimizer, OptimizerState};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -127,43 +127,43 @@ enum Baseline {
 }
 
 impl Baseline {
-    fn kernels(self) -> CpuKernels {
-        let candle = CpuKernels::candle();
+    fn kernels(self) -> CpuChoice {
+        let candle = CpuChoice::candle();
         match self {
-            Baseline::Ours => CpuKernels::default(),
+            Baseline::Ours => CpuChoice::default(),
             Baseline::Candle => candle,
-            Baseline::Conv => CpuKernels {
+            Baseline::Conv => CpuChoice {
                 conv: true,
                 ..candle
             },
-            Baseline::ConvBn => CpuKernels {
+            Baseline::ConvBn => CpuChoice {
                 conv: true,
                 batch_norm: true,
                 ..candle
             },
-            Baseline::ConvBnRelu => CpuKernels {
+            Baseline::ConvBnRelu => CpuChoice {
                 linear: false,
-                ..CpuKernels::default()
+                ..CpuChoice::default()
             },
-            Baseline::GemmSplit => CpuKernels {
+            Baseline::GemmSplit => CpuChoice {
                 conv_split_batch: false,
-                ..CpuKernels::default()
+                ..CpuChoice::default()
             },
-            Baseline::NoWinograd => CpuKernels {
+            Baseline::NoWinograd => CpuChoice {
                 winograd: false,
-                ..CpuKernels::default()
+                ..CpuChoice::default()
             },
-            Baseline::NoWinograd4x4 => CpuKernels {
+            Baseline::NoWinograd4x4 => CpuChoice {
                 winograd_4x4: false,
-                ..CpuKernels::default()
+                ..CpuChoice::default()
             },
-            Baseline::NoTaps => CpuKernels {
+            Baseline::NoTaps => CpuChoice {
                 taps: false,
-                ..CpuKernels::default()
+                ..CpuChoice::default()
             },
-            Baseline::NoSimd => CpuKernels {
+            Baseline::NoSimd => CpuChoice {
                 simd: false,
-                ..CpuKernels::default()
+                ..CpuChoice::default()
             },
         }
     }
@@ -615,12 +615,11 @@ fn worker(args: &Args, row: &Row) -> Result<()> {
         let t0 = Instant::now();
         match args.worker_mode {
             Mode::Train => {
-                // As `cnn train` runs it: weight gradients collected (Pass::collecting).
-                let pass = Pass::train(i as u64).collecting();
+                let pass = Pass::train(i as u64);
                 let logits = model.forward(&x, &pass)?;
                 let loss = cross_entropy(&logits, &labels)?;
                 let t1 = Instant::now();
-                let grads = pass.backward(&loss)?;
+                let grads = loss.backward()?;
                 let t2 = Instant::now();
                 opt.step(model.params().trainable(), &grads, 1e-4)?;
                 loss.to_scalar::<f32>()?;
@@ -643,7 +642,7 @@ fn worker(args: &Args, row: &Row) -> Result<()> {
             ops::take_op_times(); // the warm-ups' ops
         }
         for (k, set) in sets.iter().enumerate() {
-            ops::set_cpu_kernels(set.kernels());
+            ops::set_cpu_choice(set.kernels());
             let t0 = Instant::now();
             let step_phases = step(i * sets.len() + k)?;
             if i >= args.warmup {
@@ -848,7 +847,7 @@ fn conv_layers(args: &Args) -> Result<()> {
         let o = conv_out(size, k, s, p);
         let gy = Tensor::randn(0f32, 1., (n, cout, o, o), &dev)?;
         let flops = 2.0 * (n * cout * o * o * cin * k * k) as f64;
-        ops::set_cpu_kernels(CpuKernels::default());
+        ops::set_cpu_choice(CpuChoice::default());
         let fwd = interleaved(
             args.steps,
             || Ok(x.conv2d(&w, p, s, 1, 1)?),

@@ -3,7 +3,7 @@
 //! bench prints it under the row.
 
 use anyhow::{bail, Context, Result};
-use cnn_models::ops::OpTime;
+use cnn_ops::OpTime;
 
 /// The phases a worker times: forward (with the loss), backward, optimiser step.
 pub const PHASES: [&str; 3] = ["forward", "backward", "optimiser"];

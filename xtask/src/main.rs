@@ -52,7 +52,7 @@ fn project_root() -> PathBuf {
 
 fn main() -> ExitCode {
     // Before any thread or tensor exists (bench rows run in child processes of this binary).
-    cnn_models::ops::tune_candle_pool();
+    cnn_ops::tune_candle_pool();
     let cli = Cli::parse();
     // Training tasks reuse freed memory; `bench` sets its rows' allocator itself (--malloc).
     if matches!(cli.task, Some(Task::Reproduce(_) | Task::Ci(_))) {

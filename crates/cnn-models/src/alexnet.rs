@@ -3,8 +3,8 @@
 
 use crate::init::Init;
 use crate::layers::{self, Builder, Conv2d, Linear};
+use crate::network::{ArchSpec, Network};
 use crate::pass::Pass;
-use crate::registry::{ArchSpec, Network};
 use candle_core::{Result, Tensor};
 
 /// torchvision's `alexnet`: 64-192-384-256-256 convs, 6x6 adaptive pool, 9216-4096-4096-N.

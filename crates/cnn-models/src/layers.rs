@@ -2,10 +2,10 @@
 //! names, plus the builder that creates and registers them with seeded initial values.
 
 use crate::init::{Init, InitRng};
-use crate::ops;
 use crate::params::{ParamKind, ParamStore, Stored};
 use crate::pass::Pass;
 use candle_core::{DType, Device, Result, Tensor, Var};
+use cnn_ops as ops;
 
 /// Creates layers, draws their initial values in order from one seeded stream, and
 /// registers their tensors by name.
@@ -153,14 +153,8 @@ pub struct Conv2d {
 impl Conv2d {
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let bias = self.bias.as_ref().map(|b| pass.param(b));
-        let y = ops::conv2d_collecting(
-            x,
-            (&pass.param(&self.weight), ops::KernelLayout::Ohwi),
-            bias.as_ref(),
-            self.stride,
-            self.padding,
-            pass.weight_grads(),
-        )?;
+        let weight = pass.param(&self.weight);
+        let y = ops::conv2d_ohwi(x, &weight, bias.as_ref(), self.stride, self.padding)?;
         let params = self.weight.elem_count() + self.bias.as_ref().map_or(0, |b| b.elem_count());
         pass.record(&self.name, "Conv2d", &y, params);
         Ok(y)
@@ -266,7 +260,7 @@ pub struct Linear {
 impl Linear {
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let (w, b) = (pass.param(&self.weight), pass.param(&self.bias));
-        let y = ops::linear_collecting(x, &w, Some(&b), pass.weight_grads())?;
+        let y = ops::linear(x, &w, Some(&b))?;
         pass.record(
             &self.name,
             "Linear",

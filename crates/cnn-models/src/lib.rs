@@ -2,7 +2,8 @@
 //!
 //! Networks use torchvision's layout and tensor names, draw their initial values from a
 //! seeded generator with torchvision's distributions, load and save safetensors, and print
-//! a layer summary. Every op they call lives in [`ops`], the one place faster kernels go.
+//! a layer summary. Every op they call lives in the `cnn-ops` crate, the one place faster
+//! kernels go.
 //! Convolution kernels are held tap by tap (`[out][kh][kw][in]`, see [`Stored`]), the
 //! layout the CPU convolutions multiply; files and [`Param::to_torch`] give torchvision's.
 //!
@@ -21,20 +22,20 @@ mod error;
 mod init;
 mod layers;
 mod model;
-pub mod ops;
+mod network;
 mod params;
 mod pass;
 mod registry;
 mod resnet;
 mod summary;
-mod weight_grads;
 mod weights;
 
 pub use error::ModelError;
 pub use init::{Init, InitRng};
 pub use layers::Builder;
 pub use model::Model;
+pub use network::{ArchSpec, Network};
 pub use params::{Param, ParamKind, ParamStore, Stored};
 pub use pass::{LayerOutput, LayerRecord, Mode, Pass};
-pub use registry::{find_arch, ArchSpec, Network, ARCHITECTURES};
+pub use registry::{find_arch, ARCHITECTURES};
 pub use summary::{thousands, Summary};

@@ -1,10 +1,11 @@
 //! A built network with its named tensors: the type downstream crates hold.
 
+use crate::error::ModelError;
 use crate::layers::Builder;
+use crate::network::{ArchSpec, Network};
 use crate::params::ParamStore;
 use crate::pass::Pass;
-use crate::registry::{find_arch, ArchSpec, Network};
-use crate::ModelError;
+use crate::registry::find_arch;
 use candle_core::{DType, Device, Tensor};
 
 /// A network ready to train or run: its architecture, class count and tensors.

@@ -19,7 +19,7 @@ pub enum Stored {
     /// A convolution kernel tap by tap, `[out][kh][kw][in]` (OHWI), where torchvision's is
     /// `[out][in][kh][kw]`: the CPU convolutions multiply it in place on small maps, where
     /// a kernel in torchvision's layout is copied into this one, and its gradient back, on
-    /// every step (see `ops::conv2d_ohwi`).
+    /// every step (see `cnn_ops::conv2d_ohwi`).
     KernelOhwi,
 }
 

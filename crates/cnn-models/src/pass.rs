@@ -1,10 +1,7 @@
-//! One forward pass's settings: train or eval mode, the dropout seed, an optional
-//! collector of weight gradients, and optional recorders of each layer's output shape (for
-//! the layer summary) or value (for precision checks).
+//! One forward pass's settings: train or eval mode, the dropout seed, and optional recorders
+//! of each layer's output shape (for the layer summary) or value (for precision checks).
 
-use crate::weight_grads::WeightGrads;
-use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor};
+use candle_core::Tensor;
 use std::cell::RefCell;
 
 /// Train mode uses batch statistics and dropout; eval mode running statistics and no dropout.
@@ -46,7 +43,6 @@ pub struct Pass {
     pub no_grad: bool,
     /// Seed of this pass's dropout masks (each dropout layer mixes in its own id).
     pub dropout_seed: u64,
-    weight_grads: Option<WeightGrads>,
     trace: Option<RefCell<Vec<LayerRecord>>>,
     outputs: Option<RefCell<Vec<LayerOutput>>>,
 }
@@ -58,7 +54,6 @@ impl Pass {
             mode: Mode::Eval,
             no_grad: false,
             dropout_seed: 0,
-            weight_grads: None,
             trace: None,
             outputs: None,
         }
@@ -79,21 +74,8 @@ impl Pass {
             mode: Mode::Train,
             no_grad: false,
             dropout_seed,
-            weight_grads: None,
             trace: None,
             outputs: None,
-        }
-    }
-
-    /// This pass with its convolution and linear weights' gradients collected beside
-    /// candle's gradient store, which costs two passes over every weight to take them in
-    /// (see `weight_grads.rs`; on the CPU kernels only, elsewhere nothing changes).
-    /// **Take the gradients with [`Self::backward`]**: `loss.backward()` alone leaves those
-    /// weights without gradients.
-    pub fn collecting(self) -> Self {
-        Self {
-            weight_grads: Some(WeightGrads::default()),
-            ..self
         }
     }
 
@@ -112,27 +94,12 @@ impl Pass {
         self.outputs.as_ref().map(RefCell::take).unwrap_or_default()
     }
 
-    /// `loss.backward()`, with the gradients this pass collected moved into the store.
-    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
-        let mut grads = loss.backward()?;
-        if let Some(collected) = &self.weight_grads {
-            collected.move_into(&mut grads)?;
-        }
-        Ok(grads)
-    }
-
-    /// Where the ops of a collecting pass put their weights' gradients.
-    pub(crate) fn weight_grads(&self) -> Option<&WeightGrads> {
-        self.weight_grads.as_ref()
-    }
-
     /// An eval pass that records every layer's output shape.
     pub(crate) fn tracing() -> Self {
         Self {
             mode: Mode::Eval,
             no_grad: true,
             dropout_seed: 0,
-            weight_grads: None,
             trace: Some(RefCell::new(Vec::new())),
             outputs: None,
         }

@@ -2,8 +2,8 @@
 
 use crate::init::Init;
 use crate::layers::{self, BatchNorm2d, Builder, Conv2d, Linear};
+use crate::network::{ArchSpec, Network};
 use crate::pass::Pass;
-use crate::registry::{ArchSpec, Network};
 use candle_core::{Result, Tensor};
 
 /// torchvision's `resnet18`: basic blocks [2, 2, 2, 2].

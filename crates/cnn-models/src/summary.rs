@@ -1,9 +1,9 @@
 //! A layer table like torchsummary prints: per layer its name, type, output shape and
 //! parameter count; totals, parameter memory and an activation-memory estimate.
 
+use crate::error::ModelError;
 use crate::model::Model;
 use crate::pass::{LayerRecord, Pass};
-use crate::ModelError;
 use candle_core::{DType, Tensor};
 use std::fmt;
 

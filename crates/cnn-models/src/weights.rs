@@ -1,9 +1,9 @@
 //! Weights in safetensors under torchvision's tensor names, BatchNorm running statistics
 //! included, so a torchvision or timm checkpoint converted to safetensors loads as is.
 
+use crate::error::ModelError;
 use crate::model::Model;
 use crate::params::Param;
-use crate::ModelError;
 use candle_core::Tensor;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -84,11 +84,11 @@ fn run(base: &Model, dtype: DType, x: &Tensor, train: bool) -> Outcome {
         true => Pass::train(5),
         false => Pass::eval(),
     };
-    let pass = pass.collecting().keeping_outputs();
+    let pass = pass.keeping_outputs();
     let logits = model.forward(&x.to_dtype(dtype).unwrap(), &pass).unwrap();
     let labels = Tensor::new(&LABELS, &Device::Cpu).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
-    let grads = pass.backward(&loss).unwrap();
+    let grads = loss.backward().unwrap();
     let mut quantities = BTreeMap::new();
     quantities.insert("logits".to_string(), logits);
     quantities.insert("loss".to_string(), loss.reshape(1).unwrap());

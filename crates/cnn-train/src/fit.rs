@@ -233,8 +233,7 @@ fn run(
             let n = y.elem_count();
             device.synchronize()?;
             let t1 = Instant::now();
-            // Collecting: the weights' gradients skip candle's zeros-then-add (Pass::collecting).
-            let pass = Pass::train(dropout_seed(cfg.seed, epoch, batch_index)).collecting();
+            let pass = Pass::train(dropout_seed(cfg.seed, epoch, batch_index));
             let logits = model.forward(&x, &pass)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
@@ -256,7 +255,7 @@ fn run(
                 stop_reason = Stop::Diverged;
                 break 'epochs;
             }
-            let grads = pass.backward(&loss)?;
+            let grads = loss.backward()?;
             device.synchronize()?;
             let t3 = Instant::now();
             opt.step(model.params().trainable(), &grads, lr)?;

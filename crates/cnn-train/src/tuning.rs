@@ -12,7 +12,7 @@
 /// Sets the allocator and candle's thread pool for training throughput. Call once, first
 /// thing in `main`, before any thread starts; the allocator part is a no-op off glibc.
 pub fn tune_for_training() {
-    cnn_models::ops::tune_candle_pool();
+    cnn_ops::tune_candle_pool();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before any threads start.
     unsafe {

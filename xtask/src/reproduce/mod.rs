@@ -82,7 +82,7 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         println!("reproduce: WARNING: synthetic data; the figures are not comparable with the assignment's");
     }
     if args.candle_ops {
-        cnn_models::ops::set_cpu_kernels(cnn_models::ops::CpuKernels::candle());
+        cnn_ops::set_cpu_choice(cnn_ops::CpuChoice::candle());
         println!("reproduce: candle's own CPU ops, not the project's kernels (--candle-ops)");
     }
     let stop = stop_on_ctrl_c()?;
