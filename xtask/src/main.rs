@@ -1,9 +1,7 @@
 //! `cargo xtask`: the project's tasks. Changes to the project root first, so it works from
 //! any folder, and needs nothing but cargo.
 
-mod bench_models;
-mod bench_op_times;
-mod bench_pipeline;
+mod bench;
 mod ci;
 mod reproduce;
 
@@ -84,8 +82,8 @@ fn main() -> ExitCode {
         Some(Task::Reproduce(args)) => reproduce::run(args, &root),
         Some(Task::Ci(args)) => ci::run(args),
         Some(Task::Bench { args }) => match args.first().map(String::as_str) {
-            Some("pipeline") => bench_pipeline::run(&args[1..]),
-            _ => bench_models::run(&args),
+            Some("pipeline") => bench::pipeline::run(&args[1..]),
+            _ => bench::run(&args),
         },
     };
     match result {

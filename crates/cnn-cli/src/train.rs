@@ -8,7 +8,7 @@ use clap::{ArgMatches, ValueEnum};
 use cnn_data::{Augment, DecodeCache, LastBatch, SplitRule};
 use cnn_train::{
     build_model, checkpoint, fit, open_data, Console, Device, Display, OnStuck, Optimizer,
-    RunConfig, Schedule, Start, Stop, Warmup,
+    RunConfig, Schedule, Start, Stop, TrainError, Warmup,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -271,9 +271,21 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
     let model = build_model(&cfg)?;
     let report = fit(&cfg, &model, &data, start, &stop, &mut |e| {
         console.handle(e)
+    })
+    .map_err(|e| match e {
+        TrainError::RunExists { .. } => {
+            anyhow::anyhow!("{e}: pass --resume to continue it or choose another --out")
+        }
+        e => e.into(),
     })?;
     match report.stop {
-        Stop::Interrupted { .. } => std::process::exit(130),
+        Stop::Interrupted { .. } => {
+            eprintln!(
+                "continue with: cnn train --resume --out {}",
+                cfg.out.display()
+            );
+            std::process::exit(130)
+        }
         _ => Ok(()),
     }
 }

@@ -154,6 +154,10 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let bias = self.bias.as_ref().map(|b| pass.param(b));
         let weight = pass.param(&self.weight);
+        if let &[cout, kh, kw, _] = weight.dims() {
+            let geometry = (self.stride, self.padding);
+            pass.record_conv(&self.name, x, (cout, [kh, kw]), geometry);
+        }
         let y = ops::conv2d_ohwi(x, &weight, bias.as_ref(), self.stride, self.padding)?;
         let params = self.weight.elem_count() + self.bias.as_ref().map_or(0, |b| b.elem_count());
         pass.record(&self.name, "Conv2d", &y, params);

@@ -36,6 +36,6 @@ pub use layers::Builder;
 pub use model::Model;
 pub use network::{ArchSpec, Network};
 pub use params::{Param, ParamKind, ParamStore, Stored};
-pub use pass::{LayerOutput, LayerRecord, Mode, Pass};
+pub use pass::{ConvLayer, LayerOutput, LayerRecord, Mode, Pass};
 pub use registry::{find_arch, ARCHITECTURES};
 pub use summary::{thousands, Summary};

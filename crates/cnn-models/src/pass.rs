@@ -24,6 +24,20 @@ pub struct LayerRecord {
     pub params: usize,
 }
 
+/// One convolution's geometry as a traced pass ran it (see [`crate::Summary::convs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvLayer {
+    /// torchvision's module path, e.g. `layer2.0.downsample.0`.
+    pub name: String,
+    /// Channels, height and width of one input image.
+    pub input: [usize; 3],
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    pub stride: usize,
+    pub padding: usize,
+}
+
 /// One layer's output as a pass kept it (see [`Pass::keeping_outputs`]).
 #[derive(Debug, Clone)]
 pub struct LayerOutput {
@@ -44,6 +58,7 @@ pub struct Pass {
     /// Seed of this pass's dropout masks (each dropout layer mixes in its own id).
     pub dropout_seed: u64,
     trace: Option<RefCell<Vec<LayerRecord>>>,
+    convs: Option<RefCell<Vec<ConvLayer>>>,
     outputs: Option<RefCell<Vec<LayerOutput>>>,
 }
 
@@ -55,6 +70,7 @@ impl Pass {
             no_grad: false,
             dropout_seed: 0,
             trace: None,
+            convs: None,
             outputs: None,
         }
     }
@@ -75,6 +91,7 @@ impl Pass {
             no_grad: false,
             dropout_seed,
             trace: None,
+            convs: None,
             outputs: None,
         }
     }
@@ -101,6 +118,7 @@ impl Pass {
             no_grad: true,
             dropout_seed: 0,
             trace: Some(RefCell::new(Vec::new())),
+            convs: Some(RefCell::new(Vec::new())),
             outputs: None,
         }
     }
@@ -137,7 +155,33 @@ impl Pass {
         }
     }
 
-    pub(crate) fn take_trace(self) -> Vec<LayerRecord> {
-        self.trace.map(RefCell::into_inner).unwrap_or_default()
+    /// Note a convolution's geometry when tracing; a no-op otherwise. `kernel` is its
+    /// height and width.
+    pub(crate) fn record_conv(
+        &self,
+        name: &str,
+        input: &Tensor,
+        (out_channels, kernel): (usize, [usize; 2]),
+        (stride, padding): (usize, usize),
+    ) {
+        if let (Some(convs), &[_, c, h, w]) = (&self.convs, input.dims()) {
+            convs.borrow_mut().push(ConvLayer {
+                name: name.to_string(),
+                input: [c, h, w],
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            });
+        }
+    }
+
+    /// The layers and the convolutions a tracing pass recorded.
+    pub(crate) fn take_trace(self) -> (Vec<LayerRecord>, Vec<ConvLayer>) {
+        let layers = self.trace.map(RefCell::into_inner).unwrap_or_default();
+        (
+            layers,
+            self.convs.map(RefCell::into_inner).unwrap_or_default(),
+        )
     }
 }

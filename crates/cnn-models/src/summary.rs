@@ -3,7 +3,7 @@
 
 use crate::error::ModelError;
 use crate::model::Model;
-use crate::pass::{LayerRecord, Pass};
+use crate::pass::{ConvLayer, LayerRecord, Pass};
 use candle_core::{DType, Tensor};
 use std::fmt;
 
@@ -17,6 +17,8 @@ pub struct Summary {
     pub input_shape: [usize; 4],
     /// One row per module the forward pass went through, in order.
     pub layers: Vec<LayerRecord>,
+    /// Every convolution's geometry, in the order the pass ran them.
+    pub convs: Vec<ConvLayer>,
     /// Learned parameters (BatchNorm running statistics excluded, as torchsummary does).
     pub trainable_params: usize,
     /// Non-learned tensors (BatchNorm running statistics).
@@ -37,7 +39,7 @@ impl Model {
         let x = Tensor::zeros((1, 3, image_size, image_size), DType::F32, self.device())?;
         let pass = Pass::tracing();
         self.forward(&x, &pass)?;
-        let layers = pass.take_trace();
+        let (layers, convs) = pass.take_trace();
         let outputs: usize = layers
             .iter()
             .map(|l| l.output_shape.iter().product::<usize>())
@@ -47,6 +49,7 @@ impl Model {
             arch: self.spec().name.to_string(),
             input_shape: [batch_size, 3, image_size, image_size],
             layers,
+            convs,
             trainable_params,
             buffer_values: self.params().total_count() - trainable_params,
             param_bytes: trainable_params * 4,

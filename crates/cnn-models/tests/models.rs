@@ -262,6 +262,28 @@ fn summary_lists_layers_shapes_and_totals() {
     assert_eq!(row("layer4.1").output_shape, vec![512, 7, 7]);
     assert_eq!(row("fc").output_shape, vec![10]);
     assert_eq!(s.layers.iter().filter(|l| l.kind == "Conv2d").count(), 20);
+    // Each convolution's geometry, as torchvision's resnet18 builds it.
+    assert_eq!(s.convs.len(), 20);
+    let conv = |name: &str| s.convs.iter().find(|c| c.name == name).unwrap();
+    let geometry =
+        |c: &cnn_models::ConvLayer| (c.input, c.out_channels, c.kernel, c.stride, c.padding);
+    assert_eq!(geometry(conv("conv1")), ([3, 224, 224], 64, [7, 7], 2, 3));
+    assert_eq!(
+        geometry(conv("layer1.1.conv2")),
+        ([64, 56, 56], 64, [3, 3], 1, 1)
+    );
+    assert_eq!(
+        geometry(conv("layer2.0.conv1")),
+        ([64, 56, 56], 128, [3, 3], 2, 1)
+    );
+    assert_eq!(
+        geometry(conv("layer2.0.downsample.0")),
+        ([64, 56, 56], 128, [1, 1], 2, 0)
+    );
+    assert_eq!(
+        geometry(conv("layer4.1.conv2")),
+        ([512, 7, 7], 512, [3, 3], 1, 1)
+    );
     assert_eq!(s.trainable_params, 11_181_642);
     assert_eq!(s.param_bytes, 4 * 11_181_642);
     let outputs: usize = s

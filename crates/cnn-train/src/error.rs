@@ -11,6 +11,9 @@ pub enum TrainError {
     /// A file of the run folder cannot be read or written.
     #[error("{path}: {what}")]
     File { path: PathBuf, what: String },
+    /// A fresh run was asked for in a folder that already holds one.
+    #[error("{} already holds a run (checkpoint {})", out.display(), checkpoint.display())]
+    RunExists { out: PathBuf, checkpoint: PathBuf },
     /// A checkpoint does not fit the run it is resumed into.
     #[error("{path}: cannot resume: {what}")]
     Resume { path: PathBuf, what: String },

@@ -1,5 +1,5 @@
-//! The training loop: epochs of batches (forward, loss, backward, optimiser step), a test
-//! pass in eval mode after each epoch, metrics, logs, divergence checks and checkpoints.
+//! The training loop: epochs of batches (each a [`train_step`]), a test pass in eval mode
+//! after each epoch, metrics, logs, divergence checks and checkpoints.
 //!
 //! Every random choice derives from the run's seed: initial weights, the loader's shuffle
 //! and augmentation (seed, epoch, index) and dropout masks (seed, epoch, batch). With the
@@ -16,9 +16,9 @@ use crate::log;
 use crate::memory::{self, DeviceSampler, Memory};
 use crate::metrics::{write_metrics, EpochRecord};
 use crate::optim::OptimizerState;
+use crate::step::{train_step, Step};
 use crate::{atomic, floats};
-use candle_core::{DType, Tensor};
-use cnn_models::{Model, Pass};
+use cnn_models::Model;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -149,28 +149,71 @@ fn run(
     stop: &AtomicBool,
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<Report> {
-    let session = Instant::now();
-    let device = model.device().clone();
+    let started = Instant::now();
+    let (opt, state) = open_run_folder(cfg, model, data, start)?;
+    let mut run = Session {
+        cfg,
+        model,
+        data,
+        log: Logger {
+            file: open_log(&cfg.out)?,
+            on_event,
+        },
+        sampler: DeviceSampler {
+            last: None,
+            peak: state.device_peak_bytes,
+        },
+        verdict: judge(&state.records, cfg.num_classes, &cfg.divergence),
+        opt,
+        state,
+    };
+    run.announce();
+    let mut why = Stop::Finished;
+    while run.state.epoch < cfg.epochs {
+        let segment = Instant::now();
+        let sums = match run.train_epoch(stop, segment)? {
+            EpochEnd::Trained(sums) => sums,
+            EpochEnd::Stopped(stopped) => {
+                why = stopped;
+                break;
+            }
+        };
+        run.end_epoch(sums, segment)?;
+        if let Some(stopped) = run.judge_epoch(stop) {
+            why = stopped;
+            break;
+        }
+    }
+    run.finish(why, started)
+}
+
+/// A fresh run's folder written, or a resumed run's checkpoint loaded into `model`: the
+/// optimiser and where training stands.
+fn open_run_folder(
+    cfg: &RunConfig,
+    model: &Model,
+    data: &Data,
+    start: Start,
+) -> Result<(OptimizerState, TrainState)> {
     let out = cfg.out.as_path();
-    let (mut opt, mut state) = match start {
+    match start {
         Start::Fresh => {
             if let Some(dir) = checkpoint::current(out)? {
-                return Err(TrainError::Config(format!(
-                    "{} already holds a run (checkpoint {}): pass --resume to continue it or choose another --out",
-                    out.display(),
-                    dir.display()
-                )));
+                return Err(TrainError::RunExists {
+                    out: out.into(),
+                    checkpoint: dir,
+                });
             }
             checkpoint::write_run_files(out, cfg, &data.classes)?;
             reset_log(out)?;
-            (
+            Ok((
                 OptimizerState::new(cfg.optimizer, cfg.weight_decay),
                 TrainState::fresh(cfg.seed),
-            )
+            ))
         }
         Start::Resume => {
             check_resumable(out, cfg, data)?;
-            let (opt, state) = checkpoint::load(out, model, &device)?;
+            let (opt, state) = checkpoint::load(out, model, model.device())?;
             if opt.rule != cfg.optimizer || opt.weight_decay != cfg.weight_decay {
                 return Err(TrainError::Resume {
                     path: out.into(),
@@ -179,154 +222,170 @@ fn run(
             }
             // The config may extend the run (more epochs); save it as the run's config.
             checkpoint::write_run_files(out, cfg, &data.classes)?;
-            (opt, state)
+            Ok((opt, state))
         }
-    };
-    let mut log = Logger {
-        file: open_log(out)?,
-        on_event,
-    };
-    let train_images = data.train.len();
-    let test_images = data.test.len();
-    let batches_per_epoch = data.train.num_batches();
-    (log.on_event)(&Event::Started {
-        train_images,
-        test_images,
-        batches: batches_per_epoch,
-        epochs: cfg.epochs,
-        epoch: state.epoch,
-        batch: state.batch,
-    });
-    if state.epoch > 0 || state.batch > 0 {
-        log.line(&format!(
-            "Resuming {} at epoch {}, batch {}",
-            out.display(),
-            state.epoch + 1,
-            state.batch
-        ));
     }
-    log.line(&log::total_images(train_images));
+}
 
-    let mut sampler = DeviceSampler {
-        last: None,
-        peak: state.device_peak_bytes,
-    };
-    let trainable_bytes: u64 = model
-        .params()
-        .trainable()
-        .map(|p| (p.var.elem_count() * p.var.dtype().size_in_bytes()) as u64)
-        .sum();
-    let mut verdict = judge(&state.records, cfg.num_classes, &cfg.divergence);
-    let mut stop_reason = Stop::Finished;
+/// How an epoch's batches ended.
+enum EpochEnd {
+    /// All batches trained, with these sums.
+    Trained(EpochSums),
+    /// Training stops inside the epoch (diverged, or interrupted with a checkpoint saved).
+    Stopped(Stop),
+}
 
-    'epochs: while state.epoch < cfg.epochs {
-        let epoch = state.epoch;
+/// What one session of training carries from batch to batch and epoch to epoch.
+struct Session<'a> {
+    cfg: &'a RunConfig,
+    model: &'a Model,
+    data: &'a Data,
+    log: Logger<'a>,
+    sampler: DeviceSampler,
+    verdict: Verdict,
+    opt: OptimizerState,
+    state: TrainState,
+}
+
+impl Session<'_> {
+    /// Tells the caller what is about to run, and logs where a resumed run continues.
+    fn announce(&mut self) {
+        let (state, data) = (&self.state, self.data);
+        (self.log.on_event)(&Event::Started {
+            train_images: data.train.len(),
+            test_images: data.test.len(),
+            batches: data.train.num_batches(),
+            epochs: self.cfg.epochs,
+            epoch: state.epoch,
+            batch: state.batch,
+        });
+        if state.epoch > 0 || state.batch > 0 {
+            let line = format!(
+                "Resuming {} at epoch {}, batch {}",
+                self.cfg.out.display(),
+                state.epoch + 1,
+                state.batch
+            );
+            self.log.line(&line);
+        }
+        self.log.line(&log::total_images(data.train.len()));
+    }
+
+    /// Trains the rest of the current epoch's batches; `segment` is when this session
+    /// started on the epoch (for its wall time).
+    fn train_epoch(&mut self, stop: &AtomicBool, segment: Instant) -> Result<EpochEnd> {
+        let (cfg, epoch) = (self.cfg, self.state.epoch);
+        let device = self.model.device().clone();
+        let batches_per_epoch = self.data.train.num_batches();
         let lr = cfg.lr_at(epoch);
-        let segment = Instant::now();
-        let mut sums = state.sums;
-        let mut batch_index = state.batch;
-        let mut iter = batches(&data.train, epoch, state.batch);
+        let mut sums = self.state.sums;
+        let mut batch_index = self.state.batch;
+        let mut iter = batches(&self.data.train, epoch, batch_index);
         loop {
             let t0 = Instant::now();
             let Some(batch) = iter.next() else { break };
             let (x, y) = to_tensors(batch?, &device)?;
             let n = y.elem_count();
             device.synchronize()?;
-            let t1 = Instant::now();
-            let pass = Pass::train(dropout_seed(cfg.seed, epoch, batch_index));
-            let logits = model.forward(&x, &pass)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            let loss_value = loss.to_scalar::<f32>()? as f64;
-            let correct = count_correct(&logits, &y)?;
-            let t2 = Instant::now();
-            if !loss_value.is_finite() {
-                verdict = Verdict::Diverged {
-                    epoch: epoch + 1,
-                    batch: batch_index + 1,
-                    loss: loss_value,
+            let data_s = t0.elapsed().as_secs_f64();
+            let seed = dropout_seed(cfg.seed, epoch, batch_index);
+            let (loss, correct, times) =
+                match train_step(self.model, &mut self.opt, (&x, &y), lr, seed)? {
+                    Step::Updated {
+                        loss,
+                        correct,
+                        times,
+                    } => (loss, correct, times),
+                    Step::Diverged { loss } => {
+                        return Ok(self.diverged(epoch + 1, batch_index + 1, loss));
+                    }
                 };
-                log.line(&format!(
-                    "[Epoch {}, Batch {}] loss: {}",
-                    epoch + 1,
-                    batch_index + 1,
-                    floats::display(loss_value)
-                ));
-                log.line(&format!("Stopped: {}", verdict.describe()));
-                stop_reason = Stop::Diverged;
-                break 'epochs;
-            }
-            let grads = loss.backward()?;
-            device.synchronize()?;
-            let t3 = Instant::now();
-            opt.step(model.params().trainable(), &grads, lr)?;
-            drop(grads);
-            device.synchronize()?;
-            let t4 = Instant::now();
-            sampler.sample(&device);
-
-            sums.time.data_s += (t1 - t0).as_secs_f64();
-            sums.time.forward_s += (t2 - t1).as_secs_f64();
-            sums.time.backward_s += (t3 - t2).as_secs_f64();
-            sums.time.optimizer_s += (t4 - t3).as_secs_f64();
-            sums.loss_sum += loss_value;
+            self.sampler.sample(&device);
+            sums.time.data_s += data_s;
+            sums.time.forward_s += times.forward_s;
+            sums.time.backward_s += times.backward_s;
+            sums.time.optimizer_s += times.optimizer_s;
+            sums.loss_sum += loss;
             sums.batches += 1;
             sums.correct += correct;
             sums.seen += n as u64;
-            sums.running_loss += loss_value;
+            sums.running_loss += loss;
             sums.running_batches += 1;
             batch_index += 1;
-            state.steps += 1;
-            (log.on_event)(&Event::Batch {
+            self.state.steps += 1;
+            (self.log.on_event)(&Event::Batch {
                 epoch: epoch + 1,
                 batch: batch_index,
                 batches: batches_per_epoch,
                 images: n,
-                loss: loss_value,
+                loss,
             });
-            if cfg.log_every > 0 && batch_index % cfg.log_every == 0 {
+            if cfg.log_every > 0 && batch_index.is_multiple_of(cfg.log_every) {
                 let mean = sums.running_loss / sums.running_batches as f64;
-                log.line(&log::batch_line(epoch + 1, batch_index, mean));
+                self.log
+                    .line(&log::batch_line(epoch + 1, batch_index, mean));
                 sums.running_loss = 0.0;
                 sums.running_batches = 0;
             }
             if stop.load(Ordering::SeqCst) && batch_index < batches_per_epoch {
                 sums.time.total_s += segment.elapsed().as_secs_f64();
-                state.batch = batch_index;
-                state.sums = sums;
-                state.device_peak_bytes = sampler.peak;
-                checkpoint::save(out, model, &opt, &state)?;
-                log.line(&format!(
-                    "Interrupted at epoch {}, batch {}: checkpoint saved; continue with --resume",
-                    epoch + 1,
-                    batch_index
-                ));
-                stop_reason = Stop::Interrupted {
-                    epoch: epoch + 1,
-                    batch: batch_index,
-                };
-                break 'epochs;
+                return self.interrupt_in_epoch(sums, batch_index);
             }
         }
-        drop(iter);
+        Ok(EpochEnd::Trained(sums))
+    }
 
-        (log.on_event)(&Event::Evaluating { epoch: epoch + 1 });
+    /// A non-finite loss at (1-based) `epoch`, `batch`: logged, and training stops.
+    fn diverged(&mut self, epoch: usize, batch: usize, loss: f64) -> EpochEnd {
+        self.verdict = Verdict::Diverged { epoch, batch, loss };
+        let line = format!(
+            "[Epoch {epoch}, Batch {batch}] loss: {}",
+            floats::display(loss)
+        );
+        self.log.line(&line);
+        let line = format!("Stopped: {}", self.verdict.describe());
+        self.log.line(&line);
+        EpochEnd::Stopped(Stop::Diverged)
+    }
+
+    /// Saves a checkpoint after `batch` batches of the current epoch and stops.
+    fn interrupt_in_epoch(&mut self, sums: EpochSums, batch: usize) -> Result<EpochEnd> {
+        let epoch = self.state.epoch + 1;
+        self.state.batch = batch;
+        self.state.sums = sums;
+        self.state.device_peak_bytes = self.sampler.peak;
+        checkpoint::save(&self.cfg.out, self.model, &self.opt, &self.state)?;
+        let line = format!("Interrupted at epoch {epoch}, batch {batch}: checkpoint saved");
+        self.log.line(&line);
+        Ok(EpochEnd::Stopped(Stop::Interrupted { epoch, batch }))
+    }
+
+    /// The test pass after an epoch, its record logged and written, and a checkpoint.
+    fn end_epoch(&mut self, mut sums: EpochSums, segment: Instant) -> Result<()> {
+        let (cfg, model, epoch) = (self.cfg, self.model, self.state.epoch);
+        (self.log.on_event)(&Event::Evaluating { epoch: epoch + 1 });
         let t_eval = Instant::now();
-        let test = evaluate(model, &data.test, &device, cfg.num_classes)?;
+        let test = evaluate(model, &self.data.test, model.device(), cfg.num_classes)?;
         sums.time.eval_s += t_eval.elapsed().as_secs_f64();
         sums.time.total_s += segment.elapsed().as_secs_f64();
+        let trainable_bytes: u64 = model
+            .params()
+            .trainable()
+            .map(|p| (p.var.elem_count() * p.var.dtype().size_in_bytes()) as u64)
+            .sum();
         let memory = Memory {
             peak_rss_bytes: memory::peak_rss_bytes(),
             params_bytes: model.params().bytes() as u64,
             grads_bytes: trainable_bytes,
-            optimizer_bytes: opt.bytes() as u64,
-            device_used_bytes: sampler.last.map(|(used, _)| used),
-            device_peak_bytes: sampler.peak,
-            device_total_bytes: sampler.last.map(|(_, total)| total),
+            optimizer_bytes: self.opt.bytes() as u64,
+            device_used_bytes: self.sampler.last.map(|(used, _)| used),
+            device_peak_bytes: self.sampler.peak,
+            device_total_bytes: self.sampler.last.map(|(_, total)| total),
         };
         let train_s = sums.time.train_s();
         let record = EpochRecord {
             epoch: epoch + 1,
-            lr,
+            lr: cfg.lr_at(epoch),
             train_loss: sums.loss_sum / sums.batches.max(1) as f64,
             train_accuracy: sums.correct as f64 / sums.seen.max(1) as f64,
             test_loss: test.loss,
@@ -341,57 +400,67 @@ fn run(
             },
             memory,
         };
-        log.line(&log::epoch_line(&record));
+        self.log.line(&log::epoch_line(&record));
+        let state = &mut self.state;
         state.records.push(record);
         state.epoch += 1;
         state.batch = 0;
         state.sums = EpochSums::default();
-        state.device_peak_bytes = sampler.peak;
-        write_metrics(out, &state.records)?;
-        checkpoint::save(out, model, &opt, &state)?;
-        (log.on_event)(&Event::EpochEnd(state.records.last().expect("just pushed")));
+        state.device_peak_bytes = self.sampler.peak;
+        write_metrics(&cfg.out, &state.records)?;
+        checkpoint::save(&cfg.out, model, &self.opt, state)?;
+        (self.log.on_event)(&Event::EpochEnd(state.records.last().expect("just pushed")));
+        Ok(())
+    }
 
-        let before = verdict.clone();
-        verdict = judge(&state.records, cfg.num_classes, &cfg.divergence);
-        if verdict != before {
-            if let Verdict::NotConverging { .. } = verdict {
-                log.line(&format!("Warning: {}", verdict.describe()));
+    /// After an epoch: the divergence verdict updated (a run that stopped converging may
+    /// stop here), and a requested stop honoured. `Some` where training stops.
+    fn judge_epoch(&mut self, stop: &AtomicBool) -> Option<Stop> {
+        let cfg = self.cfg;
+        let before = self.verdict.clone();
+        self.verdict = judge(&self.state.records, cfg.num_classes, &cfg.divergence);
+        if self.verdict != before {
+            if let Verdict::NotConverging { .. } = self.verdict {
+                let line = format!("Warning: {}", self.verdict.describe());
+                self.log.line(&line);
                 if cfg.divergence.on_stuck == OnStuck::Stop {
-                    stop_reason = Stop::NotConverging;
-                    break;
+                    return Some(Stop::NotConverging);
                 }
             }
         }
-        if stop.load(Ordering::SeqCst) && state.epoch < cfg.epochs {
-            log.line(&format!(
-                "Interrupted after epoch {}: checkpoint saved; continue with --resume",
-                state.epoch
-            ));
-            stop_reason = Stop::Interrupted {
-                epoch: state.epoch + 1,
+        let epoch = self.state.epoch;
+        if stop.load(Ordering::SeqCst) && epoch < cfg.epochs {
+            let line = format!("Interrupted after epoch {epoch}: checkpoint saved");
+            self.log.line(&line);
+            return Some(Stop::Interrupted {
+                epoch: epoch + 1,
                 batch: 0,
-            };
-            break;
+            });
         }
+        None
     }
 
-    if let Some(last) = state.records.last() {
-        log.line(&log::memory_line(&last.memory, device.is_cuda()));
+    /// The session's closing lines and its report, written to the run folder.
+    fn finish(mut self, stop: Stop, started: Instant) -> Result<Report> {
+        if let Some(last) = self.state.records.last() {
+            let line = log::memory_line(&last.memory, self.model.device().is_cuda());
+            self.log.line(&line);
+        }
+        if stop == Stop::Finished {
+            self.log.line("Finished Training");
+        }
+        let report = Report {
+            records: self.state.records,
+            verdict: self.verdict,
+            stop,
+            train_images: self.data.train.len(),
+            test_images: self.data.test.len(),
+            session_s: started.elapsed().as_secs_f64(),
+        };
+        atomic::write_json(&self.cfg.out.join(REPORT_FILE), &report)?;
+        (self.log.on_event)(&Event::Finished(&report));
+        Ok(report)
     }
-    if stop_reason == Stop::Finished {
-        log.line("Finished Training");
-    }
-    let report = Report {
-        records: state.records,
-        verdict,
-        stop: stop_reason,
-        train_images,
-        test_images,
-        session_s: session.elapsed().as_secs_f64(),
-    };
-    atomic::write_json(&out.join(REPORT_FILE), &report)?;
-    (log.on_event)(&Event::Finished(&report));
-    Ok(report)
 }
 
 /// The seed of the dropout masks of batch `batch` of epoch `epoch`.
@@ -404,16 +473,6 @@ fn splitmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// Number of rows whose arg-max equals the label.
-pub(crate) fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<u64> {
-    let pred = logits.argmax(1)?;
-    Ok(pred
-        .eq(labels)?
-        .to_dtype(DType::U32)?
-        .sum_all()?
-        .to_scalar::<u32>()? as u64)
 }
 
 /// A resumed run must be the same run: same architecture, classes, data and seed.

@@ -33,6 +33,7 @@ mod metrics;
 mod optim;
 mod run;
 mod schedule;
+mod step;
 mod tuning;
 
 pub use config::{DataConfig, Device, RunConfig};
@@ -47,4 +48,5 @@ pub use metrics::{write_metrics, EpochRecord, Timing};
 pub use optim::{Optimizer, OptimizerState};
 pub use run::{open_run, top_k, Guess, TrainedRun};
 pub use schedule::{Schedule, Warmup};
+pub use step::{train_step, Step, StepTimes};
 pub use tuning::{on_compute_pool, tune_for_training};

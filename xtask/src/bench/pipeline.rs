@@ -8,7 +8,9 @@
 //! fills the cache and is not reported). Each line carries the process's peak RSS so far
 //! (`VmHWM`). Timing starts when the first batch arrives (pool start-up and the first
 //! batch's latency are excluded, as the PyTorch baseline excludes warm-up batches).
-//! The batches are dropped on arrival: this measures the pipeline alone.
+//! The batches are dropped on arrival: this measures the pipeline alone. With
+//! `--consumer-ms MS` it measures memory against `--prefetch` instead (see
+//! [`prefetch_memory`]).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,6 +25,9 @@ struct Args {
     threads: usize,
     epochs: u64,
     prefetch: usize,
+    /// With a value: measure memory against the prefetch depth instead, a consumer taking
+    /// this many milliseconds a batch so that the queue stays full.
+    consumer_ms: Option<u64>,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -33,6 +38,7 @@ fn parse(args: &[String]) -> Result<Args> {
         threads: 2,
         epochs: 2,
         prefetch: 4,
+        consumer_ms: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -44,10 +50,11 @@ fn parse(args: &[String]) -> Result<Args> {
             "--threads" => a.threads = value()?.parse().context("--threads")?,
             "--epochs" => a.epochs = value()?.parse().context("--epochs")?,
             "--prefetch" => a.prefetch = value()?.parse().context("--prefetch")?,
+            "--consumer-ms" => a.consumer_ms = Some(value()?.parse().context("--consumer-ms")?),
             "-h" | "--help" => {
                 println!(
                     "cargo xtask bench pipeline --data DIR [--res 224] [--batch 32] [--threads 2] \
-                     [--epochs 2] [--prefetch 4]"
+                     [--epochs 2] [--prefetch 4] [--consumer-ms MS]"
                 );
                 std::process::exit(0);
             }
@@ -65,12 +72,7 @@ fn parse(args: &[String]) -> Result<Args> {
 
 /// Peak resident set size of this process so far, in MiB (`VmHWM`).
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    cnn_train::memory::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64)
 }
 
 /// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`.
@@ -126,6 +128,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let a = parse(args)?;
     let ds = open(&DataSpec::folder(&a.data))
         .with_context(|| format!("opening {}", a.data.display()))?;
+    if let Some(ms) = a.consumer_ms {
+        return prefetch_memory(&a, &ds.train, ms);
+    }
     let all = Split {
         samples: ds
             .train
@@ -180,5 +185,30 @@ pub fn run(args: &[String]) -> Result<()> {
     runs.sort_by(|x, y| (x.images as f64 / x.secs).total_cmp(&(y.images as f64 / y.secs)));
     line("on", runs[runs.len() / 2]);
     println!("load average at end {}", load_average());
+    Ok(())
+}
+
+/// Peak memory against the prefetch depth: 40 batches of the train split, the consumer
+/// sleeping `ms` a batch (a "training step") so that the loader keeps the queue full.
+fn prefetch_memory(a: &Args, train: &Split, ms: u64) -> Result<()> {
+    const BATCHES: usize = 40;
+    let config = LoaderConfig {
+        prefetch: a.prefetch,
+        threads: Some(a.threads),
+        ..LoaderConfig::train(a.res, a.batch)
+    };
+    let loader = Loader::new(train, config)?;
+    let mut n = 0;
+    for batch in loader.epoch(0).take(BATCHES) {
+        batch?;
+        n += 1;
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    let batch_mib = (a.batch * 3 * (a.res * a.res) as usize * 4) as f64 / (1 << 20) as f64;
+    println!(
+        "RESULT prefetch_memory prefetch={} batches={n} consumer_ms={ms} peak_rss_mib={:.0} batch_mib={batch_mib:.1}",
+        a.prefetch,
+        peak_rss_mib()
+    );
     Ok(())
 }
