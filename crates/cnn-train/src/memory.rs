@@ -37,6 +37,22 @@ pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_kib("VmHWM:").map(|k| k * 1024)
 }
 
+/// Starts a new peak-memory window: freed heap memory goes back to the system
+/// (`malloc_trim`; `tune_for_training` tells glibc to keep it otherwise) and the peak
+/// resident set is reset to the current one (`/proc/self/clear_refs`), so that
+/// [`peak_rss_bytes`] then measures what comes next, not what ran before in this process.
+/// Returns whether the reset happened (Linux with glibc only).
+pub fn start_peak_rss_window() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        std::fs::write("/proc/self/clear_refs", "5").is_ok()
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
+
 /// Current resident set size of this process (`VmRSS`), bytes.
 pub fn rss_bytes() -> Option<u64> {
     proc_status_kib("VmRSS:").map(|k| k * 1024)
@@ -90,4 +106,22 @@ impl DeviceSampler {
 /// Megabytes (10^6 bytes), as the assignment's memory figures are.
 pub fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use super::{peak_rss_bytes, start_peak_rss_window};
+
+    #[test]
+    fn a_new_window_forgets_the_peak_of_memory_already_freed() {
+        const MB: u64 = 1 << 20;
+        let big = vec![1u8; 400 * MB as usize];
+        std::hint::black_box(&big);
+        drop(big);
+        let before = peak_rss_bytes().unwrap();
+        assert!(before >= 400 * MB, "peak {before} after touching 400 MB");
+        assert!(start_peak_rss_window());
+        let after = peak_rss_bytes().unwrap();
+        assert!(after + 300 * MB < before, "peak {before} -> {after}");
+    }
 }

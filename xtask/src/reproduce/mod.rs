@@ -14,6 +14,7 @@ mod source;
 
 use anyhow::{bail, Context, Result};
 use cnn_train::{Console, Display, Report, RunConfig, Start};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -50,6 +51,10 @@ pub struct Args {
     /// Cap every run at this many epochs (a smoke test of the pipeline; the report says so).
     #[arg(long, hide = true)]
     pub max_epochs: Option<usize>,
+    /// Rewrite the report from the run folders and `measurements.json` of an earlier
+    /// reproduction in `--out`, training nothing.
+    #[arg(long)]
+    pub report_only: bool,
     /// Run on candle's own CPU ops instead of the project's kernels (the bench's `candle`
     /// baseline), to time the same reproduction without them: give it a scratch `--out`.
     #[arg(long, hide = true)]
@@ -62,6 +67,18 @@ pub struct RunResult {
     pub config: RunConfig,
     pub report: Report,
 }
+
+/// What a reproduction measured beyond the run folders: kept beside the report so that
+/// `--report-only` can rewrite it without the weights.
+#[derive(Serialize, Deserialize)]
+struct Measurements {
+    /// The command that trained the runs.
+    command: String,
+    photos: report::Photos,
+    best: report::Best,
+}
+
+const MEASUREMENTS: &str = "measurements.json";
 
 pub fn run(args: Args, root: &Path) -> Result<()> {
     let started = Instant::now();
@@ -85,10 +102,13 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         cnn_ops::set_cpu_choice(cnn_ops::CpuChoice::candle());
         println!("reproduce: candle's own CPU ops, not the project's kernels (--candle-ops)");
     }
+    if args.report_only {
+        return report_only(&args, root, &out, &source);
+    }
     let stop = stop_on_ctrl_c()?;
     let mut runs = Vec::new();
     for exp in plan::experiments(&args.alexnet) {
-        let mut config = plan::config(&exp, sizes, &source.spec, args.device, &out);
+        let mut config = plan::config(&exp, args.profile, &source.spec, args.device, &out);
         if let Some(cap) = args.max_epochs {
             config.epochs = config.epochs.min(cap);
         }
@@ -108,28 +128,83 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         .photos
         .clone()
         .unwrap_or_else(|| root.join("../shared/photos"));
-    let photos = report::predict_photos(&runs, &photos_dir)?;
-    let best = report::evaluate_best(&runs)?;
-    let input = report::Input {
-        profile: args.profile,
-        sizes,
-        source: &source,
-        runs: &runs,
-        photos: &photos,
-        best: &best,
+    let measured = Measurements {
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
-        elapsed_s: started.elapsed().as_secs_f64(),
-        device: args.device,
-        root,
-        max_epochs: args.max_epochs,
+        photos: report::predict_photos(&runs, &photos_dir)?,
+        best: report::evaluate_best(&runs)?,
     };
-    let path = report::write(&out, &input)?;
+    let json = serde_json::to_string_pretty(&measured)?;
+    std::fs::write(out.join(MEASUREMENTS), json)
+        .with_context(|| format!("writing {}", out.join(MEASUREMENTS).display()))?;
+    let path = write_report(&args, root, &out, &source, &runs, &measured)?;
     println!(
         "reproduce: wrote {} in {:.0} s",
         path.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `--report-only`: the runs' configs and reports and the measurements, read back.
+fn report_only(args: &Args, root: &Path, out: &Path, source: &source::Source) -> Result<()> {
+    let read = |path: PathBuf| -> Result<String> {
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: --report-only needs a finished reproduction there",
+                path.display()
+            )
+        })
+    };
+    let measured: Measurements = serde_json::from_str(&read(out.join(MEASUREMENTS))?)
+        .with_context(|| {
+            format!(
+                "{}: not a measurements file",
+                out.join(MEASUREMENTS).display()
+            )
+        })?;
+    let mut runs = Vec::new();
+    for exp in plan::experiments(&args.alexnet) {
+        let dir = out.join(exp.key);
+        let config = cnn_train::checkpoint::read_config(&dir)?;
+        let path = dir.join(cnn_train::checkpoint::REPORT_FILE);
+        let report: Report = serde_json::from_str(&read(path.clone())?)
+            .with_context(|| format!("{}: not a run report", path.display()))?;
+        runs.push(RunResult {
+            exp,
+            config,
+            report,
+        });
+    }
+    let path = write_report(args, root, out, source, &runs, &measured)?;
+    println!(
+        "reproduce: rewrote {} from the runs in {}",
+        path.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn write_report(
+    args: &Args,
+    root: &Path,
+    out: &Path,
+    source: &source::Source,
+    runs: &[RunResult],
+    measured: &Measurements,
+) -> Result<PathBuf> {
+    let input = report::Input {
+        profile: args.profile,
+        sizes: args.profile.sizes(),
+        source,
+        runs,
+        photos: &measured.photos,
+        best: &measured.best,
+        command: measured.command.clone(),
+        device: args.device,
+        root,
+        max_epochs: args.max_epochs,
+    };
+    report::write(out, &input)
 }
 
 /// Trains one run: reuses a finished one, resumes an interrupted one, starts a run that
@@ -175,6 +250,8 @@ fn train(
     let data = cnn_train::open_data(config)?;
     config.num_classes = data.classes.len();
     let mut console = Console::new(Display::Auto);
+    // Each run's memory figures are its own, not the peak of the runs before it.
+    cnn_train::memory::start_peak_rss_window();
     let model = cnn_train::build_model(config)?;
     let report = cnn_train::fit(config, &model, &data, start, stop, &mut |e| {
         console.handle(e)

@@ -11,6 +11,14 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// A chart's value axis: its label, linear or logarithmic, and an optional horizontal
+/// reference line with its legend text (for a loss: ln(classes), a uniform guess's).
+pub struct ValueAxis {
+    pub label: String,
+    pub log: bool,
+    pub reference: Option<(f64, String)>,
+}
+
 const COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -39,10 +47,30 @@ fn fonts_available() -> bool {
     })
 }
 
-/// Draws `series` against epochs into a `width`x`height` PNG at `path`.
-pub fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()> {
+/// Draws `series` against epochs (integer ticks) into a 720x420 PNG at `path`. A log axis
+/// plots log10 of the values, labelled with the values themselves (values <= 0 are left
+/// out).
+pub fn line_chart(path: &Path, title: &str, axis: &ValueAxis, series: &[Series]) -> Result<()> {
+    let to_axis = |y: f64| match axis.log {
+        true => y.log10(),
+        false => y,
+    };
+    let series: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            points: s.points.iter().map(|&(x, y)| (x, to_axis(y))).collect(),
+        })
+        .collect();
+    let reference = axis
+        .reference
+        .as_ref()
+        .map(|(y, label)| (to_axis(*y), label));
     let points = series.iter().flat_map(|s| s.points.iter());
-    let finite: Vec<(f64, f64)> = points.filter(|(_, y)| y.is_finite()).copied().collect();
+    let mut finite: Vec<(f64, f64)> = points.filter(|(_, y)| y.is_finite()).copied().collect();
+    if let Some((y, _)) = reference.filter(|(y, _)| y.is_finite()) {
+        finite.push((1.0, y));
+    }
     let x_max = finite.iter().map(|p| p.0).fold(1.0, f64::max);
     let (mut y_min, mut y_max) = finite.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
         (lo.min(p.1), hi.max(p.1))
@@ -66,8 +94,20 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) ->
         let mut chart =
             builder.build_cartesian_2d(0.5..x_max + 0.5, (y_min - pad)..(y_max + pad))?;
         let mut mesh = chart.configure_mesh();
+        let whole = |x: &f64| match (x - x.round()).abs() < 1e-9 {
+            true => format!("{}", x.round()),
+            false => String::new(),
+        };
+        let value = |y: &f64| match axis.log {
+            true => format!("{:.3}", 10f64.powf(*y)),
+            false => format!("{y:.1}"),
+        };
         if text {
-            mesh.x_desc("epoch").y_desc(y_label);
+            mesh.x_desc("epoch")
+                .y_desc(axis.label.as_str())
+                .x_labels((x_max as usize).clamp(2, 21))
+                .x_label_formatter(&whole)
+                .y_label_formatter(&value);
         } else {
             mesh.disable_x_mesh()
                 .disable_y_mesh()
@@ -75,6 +115,17 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) ->
                 .y_labels(0);
         }
         mesh.draw()?;
+        if let Some((y, label)) = reference {
+            let grey = RGBColor(120, 120, 120);
+            let line = LineSeries::new([(0.5, y), (x_max + 0.5, y)], grey.stroke_width(1));
+            let drawn = chart.draw_series(line)?;
+            if text {
+                let label = label.clone();
+                drawn.label(label).legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], grey.stroke_width(1))
+                });
+            }
+        }
         for (i, s) in series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
             let line = s.points.iter().filter(|(_, y)| y.is_finite()).copied();
