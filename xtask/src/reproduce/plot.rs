@@ -89,7 +89,7 @@ pub fn line_chart(path: &Path, title: &str, axis: &ValueAxis, series: &[Series])
             builder
                 .caption(title, ("sans-serif", 20))
                 .x_label_area_size(36)
-                .y_label_area_size(56);
+                .y_label_area_size(72);
         }
         let mut chart =
             builder.build_cartesian_2d(0.5..x_max + 0.5, (y_min - pad)..(y_max + pad))?;
@@ -99,7 +99,7 @@ pub fn line_chart(path: &Path, title: &str, axis: &ValueAxis, series: &[Series])
             false => String::new(),
         };
         let value = |y: &f64| match axis.log {
-            true => format!("{:.3}", 10f64.powf(*y)),
+            true => three_digits(10f64.powf(*y)),
             false => format!("{y:.1}"),
         };
         if text {
@@ -151,4 +151,14 @@ pub fn line_chart(path: &Path, title: &str, axis: &ValueAxis, series: &[Series])
     draw()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("drawing {}", path.display()))
+}
+
+/// `v` to about three significant digits, for a log axis's labels.
+fn three_digits(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.3}"),
+    }
 }

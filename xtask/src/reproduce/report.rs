@@ -235,6 +235,11 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         torchvision's is `--alexnet alexnet`), no augmentation, ImageNet normalisation. The 20-epoch run continues the 10-epoch run's \
         checkpoint: with the same seed its first 10 epochs are exactly that run's (resume is exact on the CPU, a tested property), \
         so its time includes them.\n", first.config.batch_size)?;
+    write_what_the_classifiers_see(&mut md, runs)?;
+    writeln!(md, "Deterministic: on one host, with the same build and thread count, this command gives the same figures again, bit \
+        for bit (the seed fixes weights, split, order and dropout; resume and rerun are tested to be exact). Not across hosts: \
+        another CPU takes other vector paths (AVX-512, AVX2, or the portable loops), whose rounding differs, and over tens of \
+        epochs that moves accuracies by a few points (up to 5 between two hosts on the small `quick` subset).\n")?;
 
     writeln!(md, "## This run beside the assignment's\n")?;
     writeln!(md, "The assignment's figures: {SOURCE}\n")?;
@@ -594,6 +599,40 @@ fn write_comparisons(md: &mut String, out: &Path, runs: &[RunResult]) -> Result<
             md,
             "**{title}**\n\n![loss]({loss_png}) ![accuracy]({acc_png})\n"
         )?;
+    }
+    Ok(())
+}
+
+/// A sentence on the feature map each network's classifier receives at the runs' image
+/// size (the input of its adaptive pool), from a traced pass of each network.
+fn write_what_the_classifiers_see(md: &mut String, runs: &[RunResult]) -> Result<()> {
+    let mut seen: Vec<String> = Vec::new();
+    for r in runs {
+        let size = r.config.image_size;
+        let name = model_name(&r.config.arch);
+        if seen.iter().any(|s| s.starts_with(name)) {
+            continue;
+        }
+        let model = cnn_models::Model::new(
+            &r.config.arch,
+            r.config.num_classes,
+            0,
+            &candle_core::Device::Cpu,
+        )?;
+        let layers = model.summary(size, 1)?.layers;
+        let before_pool = layers
+            .iter()
+            .position(|l| l.name == "avgpool")
+            .and_then(|i| i.checked_sub(1));
+        if let Some(&[c, h, w]) = before_pool.map(|i| layers[i].output_shape.as_slice()) {
+            seen.push(format!("{name} {c} maps of {h}x{w}"));
+        }
+    }
+    if let Some(first) = runs.first() {
+        writeln!(md, "What the classifiers see at {0}x{0}: {1}, each pooled to the classifier's input size. At this size the d2l \
+            AlexNet's last map is at least 2x2 (it is from 97 px up; at 96 px and below it is 1x1 and the adaptive pool only copies \
+            one value per channel), and every network gets the same images, so the comparisons between them are fair.\n",
+            first.config.image_size, seen.join("; "))?;
     }
     Ok(())
 }

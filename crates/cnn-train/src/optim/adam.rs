@@ -1,5 +1,6 @@
 //! `torch.optim.Adam` and `AdamW`'s update of one parameter (single-tensor path, no amsgrad).
 
+use super::flush_subnormal;
 use candle_core::{Result, Tensor};
 
 pub(super) struct Adam {
@@ -56,8 +57,9 @@ impl Adam {
 }
 
 impl Adam {
-    /// The same update in place on host slices (CPU fast path, same f32 arithmetic);
-    /// `m` and `v` start at zero on the first step.
+    /// The same update in place on host slices (CPU fast path, same f32 arithmetic, but
+    /// moments that fall below f32's normal range are stored as zero: see
+    /// [`flush_subnormal`]); `m` and `v` start at zero on the first step.
     pub fn update_slice(
         &self,
         p: &mut [f32],
@@ -84,8 +86,8 @@ impl Adam {
                     g += *p * wd;
                 }
             }
-            *m = *m * b1f + g * one_b1;
-            *v = *v * b2f + (g * g) * one_b2;
+            *m = flush_subnormal(*m * b1f + g * one_b1);
+            *v = flush_subnormal(*v * b2f + (g * g) * one_b2);
             let denom = v.sqrt() * inv_bias2_sqrt + eps;
             *p -= (*m / denom) * step_size;
         }

@@ -410,6 +410,23 @@ impl InplaceOp2 for HostStep<'_> {
     }
 }
 
+/// `x`, or zero where it is subnormal (nonzero and below `f32::MIN_POSITIVE` in size).
+///
+/// A moment of a weight whose gradient stays zero (a unit that never fires) shrinks every
+/// step, Adam's `exp_avg` by 0.9, and reaches the subnormal range after some 800 steps;
+/// x86 cores then take a slow microcode path for every operation on it. The d2l AlexNet on
+/// all of Imagenette at 100 px (119 steps an epoch) spent 4.2-4.6 s an epoch in the
+/// optimiser for five epochs, then 9.2, 44.6, 52.0 and 53.8 s. Stored as zero, such a
+/// moment changes the update by less than `lr * 1.2e-38 / eps`, far below a weight's
+/// rounding, and stays zero (at no cost) while the gradient does.
+#[inline(always)]
+pub(super) fn flush_subnormal(x: f32) -> f32 {
+    match x.abs() < f32::MIN_POSITIVE {
+        true => 0.0,
+        false => x,
+    }
+}
+
 fn slot_name(param: &str, slot: &str) -> String {
     format!("{param}.{slot}")
 }
@@ -483,5 +500,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn moments_that_fall_below_the_normal_range_are_stored_as_zero() {
+        let tiny = f32::MIN_POSITIVE * 1.05; // normal; times 0.9 it is subnormal
+                                             // The first step stores (1 - b1) * g in Adam's exp_avg, g in SGD's buffer.
+        for (rule, g) in [(Optimizer::adam(), tiny / 0.1), (Optimizer::sgd(0.9), tiny)] {
+            let mut opt = OptimizerState::new(rule, 0.0);
+            let p = Var::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+            // A first step with gradients tiny and ordinary, then zero gradients.
+            opt.update_host("w", &p, &t(&[g, 0.5]), 0.01).unwrap();
+            opt.update_host("w", &p, &t(&[0.0, 0.0]), 0.01).unwrap();
+            let slots = opt.slots().unwrap();
+            let first = slots.keys().next().unwrap().clone();
+            let m = slots[&first].to_vec1::<f32>().unwrap();
+            assert_eq!(m[0], 0.0, "{rule:?}: {first} kept a subnormal {:e}", m[0]);
+            assert!(m[1].is_normal(), "{rule:?}: {first} lost an ordinary value");
+        }
+        assert_eq!(flush_subnormal(f32::MIN_POSITIVE), f32::MIN_POSITIVE);
+        assert_eq!(flush_subnormal(-f32::MIN_POSITIVE / 2.0), 0.0);
+        assert_eq!(flush_subnormal(-3.0), -3.0);
     }
 }

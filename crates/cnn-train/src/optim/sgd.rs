@@ -1,5 +1,6 @@
 //! `torch.optim.SGD`'s update of one parameter (the single-tensor, non-`foreach` path).
 
+use super::flush_subnormal;
 use candle_core::{Result, Tensor};
 
 pub(super) struct Sgd {
@@ -51,7 +52,9 @@ impl Sgd {
 }
 
 impl Sgd {
-    /// The same update in place on host slices (CPU fast path, same f32 arithmetic).
+    /// The same update in place on host slices (CPU fast path, same f32 arithmetic, but a
+    /// momentum buffer below f32's normal range is stored as zero: see
+    /// [`flush_subnormal`]).
     pub fn update_slice(&self, p: &mut [f32], grad: &[f32], buf: Option<&mut [f32]>, first: bool) {
         let (wd, mu, damp, lr) = (
             self.weight_decay as f32,
@@ -69,7 +72,7 @@ impl Sgd {
             Some(buf) => {
                 for ((p, &g), b) in p.iter_mut().zip(grad).zip(buf.iter_mut()) {
                     let g = if wd != 0.0 { g + *p * wd } else { g };
-                    *b = if first { g } else { *b * mu + g * damp };
+                    *b = flush_subnormal(if first { g } else { *b * mu + g * damp });
                     let g = if self.nesterov { g + *b * mu } else { *b };
                     *p -= g * lr;
                 }
