@@ -169,7 +169,10 @@ fn run(
     };
     run.announce();
     let mut why = Stop::Finished;
-    while run.state.epoch < cfg.epochs {
+    if run.stays_stopped() {
+        why = Stop::NotConverging;
+    }
+    while why == Stop::Finished && run.state.epoch < cfg.epochs {
         let segment = Instant::now();
         let sums = match run.train_epoch(stop, segment)? {
             EpochEnd::Trained(sums) => sums,
@@ -269,6 +272,19 @@ impl Session<'_> {
             self.log.line(&line);
         }
         self.log.line(&log::total_images(data.train.len()));
+    }
+
+    /// Whether a resumed run already stopped for not converging (its records say so and
+    /// the rule stops such runs): it stays stopped instead of training on, since the verdict
+    /// would not change again to stop it.
+    fn stays_stopped(&mut self) -> bool {
+        let stuck = matches!(self.verdict, Verdict::NotConverging { .. });
+        let stop = stuck && self.cfg.divergence.on_stuck == OnStuck::Stop;
+        if stop && self.state.epoch < self.cfg.epochs {
+            let line = format!("Stopped already: {}", self.verdict.describe());
+            self.log.line(&line);
+        }
+        stop
     }
 
     /// Trains the rest of the current epoch's batches; `segment` is when this session

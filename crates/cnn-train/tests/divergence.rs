@@ -123,3 +123,22 @@ fn an_absurd_learning_rate_is_caught() {
         Verdict::Converging => panic!("lr 1e4 was not flagged: {:?}", report.records),
     }
 }
+
+#[test]
+fn a_run_stopped_for_not_converging_stays_stopped_when_resumed() {
+    let t = common::temp();
+    let dir = common::run_dir(&t, "stuck");
+    let mut cfg = common::small_config(&dir, 4, 3);
+    // Every epoch counts as stuck: any loss, any accuracy, a verdict after one epoch.
+    cfg.divergence.window = 1;
+    cfg.divergence.loss_tolerance = 1.0;
+    cfg.divergence.chance_band = 100.0;
+    cfg.divergence.on_stuck = cnn_train::OnStuck::Stop;
+    let report = common::train(&cfg, Start::Fresh, |_, _, _| {});
+    assert_eq!(report.stop, Stop::NotConverging);
+    assert_eq!(report.records.len(), 1);
+    // Resumed (as `cargo xtask reproduce` resumes every run it finds), it trains nothing.
+    let again = common::train(&cfg, Start::Resume, |_, _, _| {});
+    assert_eq!(again.stop, Stop::NotConverging);
+    assert_eq!(again.records.len(), 1, "the stopped run trained on");
+}
