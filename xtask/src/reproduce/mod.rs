@@ -24,7 +24,8 @@ pub use plan::Profile;
 /// `cargo xtask reproduce` options.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// How big a reproduction: quick (minutes on 2 cores), cpu (hours), assignment (224 px, all data).
+    /// How big a reproduction: quick (minutes on 2 cores), cpu (all the data at 100 px: over an
+    /// hour on 2 cores), assignment (224 px, all the data: for a GPU).
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     pub profile: Profile,
     /// Class-folder data set (one folder per class, e.g. the course's ImageNet-10). Default:
