@@ -335,12 +335,18 @@ fn interleaved(
 /// kernels' GFLOP/s compare with, and what tells one host from another when tables
 /// measured on different days disagree.
 fn sgemm_line(steps: usize) -> Result<String> {
+    Ok(format!(
+        "SGEMM 2048x2048x2048 (candle matmul = the gemm crate): {:.1} GFLOP/s",
+        sgemm_gflops(steps)?
+    ))
+}
+
+/// GFLOP/s of a 2048^3 SGEMM through candle's matmul on the pool's threads (median of
+/// `steps`, at least 5).
+pub fn sgemm_gflops(steps: usize) -> Result<f64> {
     let (dev, m) = (Device::Cpu, 2048);
     let a = Tensor::randn(0f32, 1., (m, m), &dev)?;
     let b = Tensor::randn(0f32, 1., (m, m), &dev)?;
     let (t, _) = interleaved(steps.max(5), || Ok(a.matmul(&b)?), || Ok(a.clone()))?;
-    Ok(format!(
-        "SGEMM {m}x{m}x{m} (candle matmul = the gemm crate): {:.1} GFLOP/s",
-        2.0 * (m * m * m) as f64 / t / 1e9
-    ))
+    Ok(2.0 * (m * m * m) as f64 / t / 1e9)
 }

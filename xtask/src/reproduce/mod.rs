@@ -75,6 +75,10 @@ pub struct RunResult {
 struct Measurements {
     /// The command that trained the runs.
     command: String,
+    /// The machine's SGEMM rate when that command started (GFLOP/s, 2048^3, all threads);
+    /// absent from reproductions made before it was measured.
+    #[serde(default)]
+    sgemm_gflops: Option<f64>,
     photos: report::Photos,
     best: report::Best,
 }
@@ -107,6 +111,8 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         return report_only(&args, root, &out, &source);
     }
     let stop = stop_on_ctrl_c()?;
+    // The host's speed, for the report: the figure that tells one 2-core machine from another.
+    let sgemm_gflops = crate::bench::sgemm_gflops(5)?;
     let mut runs = Vec::new();
     for exp in plan::experiments(&args.alexnet) {
         let mut config = plan::config(&exp, args.profile, &source.spec, args.device, &out);
@@ -131,6 +137,7 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         .unwrap_or_else(|| root.join("../shared/photos"));
     let measured = Measurements {
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        sgemm_gflops: Some(sgemm_gflops),
         photos: report::predict_photos(&runs, &photos_dir)?,
         best: report::evaluate_best(&runs)?,
     };
@@ -201,6 +208,7 @@ fn write_report(
         photos: &measured.photos,
         best: &measured.best,
         command: measured.command.clone(),
+        sgemm_gflops: measured.sgemm_gflops,
         device: args.device,
         root,
         max_epochs: args.max_epochs,

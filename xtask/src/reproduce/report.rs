@@ -40,6 +40,8 @@ pub struct Input<'a> {
     pub best: &'a Best,
     /// The command that trained the runs.
     pub command: String,
+    /// The machine's SGEMM rate as that command started, GFLOP/s.
+    pub sgemm_gflops: Option<f64>,
     pub device: cnn_train::Device,
     /// The project root (for Cargo.lock's versions).
     pub root: &'a Path,
@@ -349,6 +351,10 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
     writeln!(md, "| | |\n|---|---|")?;
     writeln!(md, "| CPU | {} |", m.cpu)?;
     writeln!(md, "| threads | {} |", m.threads)?;
+    match input.sgemm_gflops {
+        Some(g) => writeln!(md, "| SGEMM 2048³ | {g:.0} GFLOP/s (candle's matmul on all threads, as the command started) |")?,
+        None => writeln!(md, "| SGEMM 2048³ | not measured (the runs predate that measurement) |")?,
+    }
     if let Some(g) = m.memory_gib {
         writeln!(md, "| memory | {g:.1} GiB |")?;
     }
