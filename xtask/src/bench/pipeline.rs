@@ -148,12 +148,7 @@ pub fn run(args: &[String]) -> Result<()> {
         a.data.display(),
         load_average()
     );
-    let config = |cache| LoaderConfig {
-        threads: Some(a.threads),
-        prefetch: a.prefetch,
-        cache,
-        ..LoaderConfig::train(a.res, a.batch)
-    };
+    let config = |cache| loader_config(&a, cache);
     // cpu_ms_per_img is CPU time per image over the whole epoch: unlike img_per_s it does
     // not depend on how much of the machine other processes took.
     let line = |cache: &str, t: Timing| {
@@ -188,16 +183,21 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The train pipeline the flags ask for, with `cache`.
+fn loader_config(a: &Args, cache: DecodeCache) -> LoaderConfig {
+    LoaderConfig {
+        threads: Some(a.threads),
+        prefetch: a.prefetch,
+        cache,
+        ..LoaderConfig::train(a.res, a.batch)
+    }
+}
+
 /// Peak memory against the prefetch depth: 40 batches of the train split, the consumer
 /// sleeping `ms` a batch (a "training step") so that the loader keeps the queue full.
 fn prefetch_memory(a: &Args, train: &Split, ms: u64) -> Result<()> {
     const BATCHES: usize = 40;
-    let config = LoaderConfig {
-        prefetch: a.prefetch,
-        threads: Some(a.threads),
-        ..LoaderConfig::train(a.res, a.batch)
-    };
-    let loader = Loader::new(train, config)?;
+    let loader = Loader::new(train, loader_config(a, DecodeCache::Off))?;
     let mut n = 0;
     for batch in loader.epoch(0).take(BATCHES) {
         batch?;

@@ -471,10 +471,7 @@ fn write_run(md: &mut String, out: &Path, r: &RunResult) -> Result<()> {
         r.report.verdict.describe(),
         r.report.stop
     )?;
-    let series = |label: &str, f: fn(&EpochRecord) -> f64| Series {
-        label: label.to_string(),
-        points: recs.iter().map(|e| (e.epoch as f64, f(e))).collect(),
-    };
+    let series = |label: &str, f| epoch_series(label.to_string(), recs, f);
     let loss_png = format!("{}-loss.png", r.exp.key);
     let acc_png = format!("{}-accuracy.png", r.exp.key);
     let title = format!("task {}: {}", r.exp.task, model_name(&r.config.arch));
@@ -508,6 +505,14 @@ fn write_run(md: &mut String, out: &Path, r: &RunResult) -> Result<()> {
     }
     writeln!(md)?;
     Ok(())
+}
+
+/// One value of each epoch as a chart line.
+fn epoch_series(label: String, recs: &[EpochRecord], f: fn(&EpochRecord) -> f64) -> Series {
+    Series {
+        label,
+        points: recs.iter().map(|e| (e.epoch as f64, f(e))).collect(),
+    }
 }
 
 /// A loss axis: logarithmic, with a uniform guess's loss, ln(classes), drawn.
@@ -568,14 +573,8 @@ fn write_comparisons(md: &mut String, out: &Path, runs: &[RunResult]) -> Result<
                 r.config.lr
             )
         };
-        let series = |r: &RunResult, what: &str, f: fn(&EpochRecord) -> f64| Series {
-            label: format!("{} {what}", name(r)),
-            points: r
-                .report
-                .records
-                .iter()
-                .map(|e| (e.epoch as f64, f(e)))
-                .collect(),
+        let series = |r: &RunResult, what: &str, f| {
+            epoch_series(format!("{} {what}", name(r)), &r.report.records, f)
         };
         let classes = a.config.num_classes;
         let (loss_png, acc_png) = (format!("{file}-loss.png"), format!("{file}-accuracy.png"));
@@ -612,13 +611,14 @@ fn write_comparisons(md: &mut String, out: &Path, runs: &[RunResult]) -> Result<
 /// A sentence on the feature map each network's classifier receives at the runs' image
 /// size (the input of its adaptive pool), from a traced pass of each network.
 fn write_what_the_classifiers_see(md: &mut String, runs: &[RunResult]) -> Result<()> {
-    let mut seen: Vec<String> = Vec::new();
+    let (mut archs, mut seen): (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
     for r in runs {
         let size = r.config.image_size;
         let name = model_name(&r.config.arch);
-        if seen.iter().any(|s| s.starts_with(name)) {
+        if archs.contains(&r.config.arch.as_str()) {
             continue;
         }
+        archs.push(&r.config.arch);
         let model = cnn_models::Model::new(
             &r.config.arch,
             r.config.num_classes,
