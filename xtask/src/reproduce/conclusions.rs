@@ -1,8 +1,10 @@
 //! The report's findings, written by code from the measured numbers: each says what was
-//! measured and whether the assignment's conclusion holds again.
+//! measured and whether the assignment's conclusion holds again. Where a profile repeats
+//! its runs over seeds, each figure is the mean ± standard deviation over them.
 
 use super::report::Photos;
-use super::RunResult;
+use super::spread::{group, paired, Spread};
+use super::{first_seed, RunResult};
 use cnn_train::{EpochRecord, Verdict};
 
 /// One of the four things a reproduction should show again.
@@ -12,92 +14,145 @@ pub struct Finding {
     pub text: String,
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.1} %", 100.0 * x)
-}
-
 fn last(run: &RunResult) -> Option<&EpochRecord> {
     run.report.records.last()
 }
 
-fn find<'a>(runs: &'a [RunResult], key_prefix: &str) -> Option<&'a RunResult> {
-    runs.iter().find(|r| r.exp.key.starts_with(key_prefix))
+/// A figure of the last epoch over a group's seeds, as a percentage.
+fn final_pct(runs: &[&RunResult], f: fn(&EpochRecord) -> f64) -> String {
+    Spread::of(runs.iter().filter_map(|r| last(r).map(f)))
+        .map_or("-".into(), |s| s.show(100.0, 1, "%"))
 }
 
-pub fn findings(runs: &[RunResult], photos: &Photos) -> Vec<Finding> {
+/// The difference `b - a` of a last-epoch figure, paired by seed, in points.
+fn change(a: &[&RunResult], b: &[&RunResult], f: fn(&EpochRecord) -> f64) -> Option<Spread> {
+    paired(a, b, |ra, rb| Some(100.0 * (f(last(rb)?) - f(last(ra)?))))
+}
+
+fn points(s: Option<Spread>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s.n == 1 => format!("{:+.1} points", s.mean),
+        Some(s) => format!("{:+.1} ± {:.1} points", s.mean, s.sd),
+    }
+}
+
+/// ", higher in 3 of 3 seeds" where there are several seeds, else nothing.
+fn in_seeds(count: usize, n: usize) -> String {
+    match n {
+        1 => String::new(),
+        _ => format!(", higher in {count} of {n} seeds"),
+    }
+}
+
+pub fn findings(groups: &[Vec<&RunResult>], runs: &[RunResult], photos: &Photos) -> Vec<Finding> {
     let classes = runs.first().map_or(10, |r| r.config.num_classes);
     let chance = 1.0 / classes as f64;
     let mut out = Vec::new();
 
     if let (Some(a), Some(b)) = (
-        find(runs, "1-").and_then(last),
-        find(runs, "2-").and_then(last),
+        group(groups, "1-alexnet-10ep"),
+        group(groups, "2-alexnet-20ep"),
     ) {
-        let train_gain = 100.0 * (b.train_accuracy - a.train_accuracy);
-        let test_change = 100.0 * (b.test_accuracy - a.test_accuracy);
-        let gap = |r: &EpochRecord| 100.0 * (r.train_accuracy - r.test_accuracy);
+        let train_gain = change(a, b, |e| e.train_accuracy);
+        let rose = paired(a, b, |ra, rb| {
+            Some(f64::from(u8::from(
+                last(rb)?.train_accuracy > last(ra)?.train_accuracy,
+            )))
+        });
+        let gap = |g: &[&RunResult]| {
+            Spread::of(
+                g.iter()
+                    .filter_map(|r| last(r).map(|e| e.train_accuracy - e.test_accuracy)),
+            )
+            .map_or("-".into(), |s| s.show(100.0, 1, "points"))
+        };
         out.push(Finding {
             title: "More epochs raise training accuracy; test accuracy levels off",
-            holds: b.train_accuracy > a.train_accuracy,
+            holds: train_gain.is_some_and(|g| g.mean > 0.0),
             text: format!(
-                "20 epochs raised training accuracy by {train_gain:+.1} points ({} → {}) while test accuracy changed by \
-                 {test_change:+.1} points ({} → {}); the train-test gap went from {:.1} to {:.1} points.",
-                pct(a.train_accuracy),
-                pct(b.train_accuracy),
-                pct(a.test_accuracy),
-                pct(b.test_accuracy),
+                "20 epochs raised training accuracy by {}{} ({} → {}) while test accuracy changed by {} ({} → {}); \
+                 the train-test gap went from {} to {}.",
+                points(train_gain),
+                // The mean of 0/1 "it rose" flags, times n: the seeds in which it rose.
+                rose.map_or(String::new(), |r| in_seeds((r.mean * r.n as f64).round() as usize, r.n)),
+                final_pct(a, |e| e.train_accuracy),
+                final_pct(b, |e| e.train_accuracy),
+                points(change(a, b, |e| e.test_accuracy)),
+                final_pct(a, |e| e.test_accuracy),
+                final_pct(b, |e| e.test_accuracy),
                 gap(a),
                 gap(b)
             ),
         });
     }
 
-    if let Some(run) = find(runs, "3-") {
+    if let Some(g) = group(groups, "3-alexnet-lr5e-3") {
         let ln_c = (classes as f64).ln();
-        let evidence = match last(run) {
-            Some(r) => format!(
-                " Last epoch: train loss {:.4} against ln {classes} = {ln_c:.4}; train accuracy {} and test accuracy {} against chance {}.",
-                r.train_loss,
-                pct(r.train_accuracy),
-                pct(r.test_accuracy),
-                pct(chance)
+        let stuck = g
+            .iter()
+            .filter(|r| !matches!(r.report.verdict, Verdict::Converging))
+            .count();
+        let loss = Spread::of(g.iter().filter_map(|r| last(r).map(|e| e.train_loss)));
+        let evidence = match loss {
+            Some(loss) => format!(
+                " Last epoch: train loss {} against ln {classes} = {ln_c:.4}; train accuracy {} and test accuracy {} against \
+                 chance {:.1} %.",
+                loss.show(1.0, 4, ""),
+                final_pct(g, |e| e.train_accuracy),
+                final_pct(g, |e| e.test_accuracy),
+                100.0 * chance
             ),
             None => String::new(),
         };
+        let first = g[0];
         out.push(Finding {
             title: "At lr 5e-3 training does not converge",
-            holds: !matches!(run.report.verdict, Verdict::Converging),
+            holds: stuck == g.len(),
             text: format!(
-                "Verdict, decided by the trainer's rule: {}.{evidence}",
-                run.report.verdict.describe()
+                "Verdict, decided by the trainer's rule{}: {}.{}{evidence}",
+                if g.len() > 1 {
+                    format!(" (seed {})", first.seed)
+                } else {
+                    String::new()
+                },
+                first.report.verdict.describe(),
+                match g.len() {
+                    1 => String::new(),
+                    n => format!(" Judged not converging in {stuck} of {n} seeds."),
+                }
             ),
         });
     }
 
-    if let (Some(r18), Some(r34)) = (find(runs, "4-resnet18"), find(runs, "4-resnet34")) {
-        if let (Some(a), Some(b)) = (last(r18), last(r34)) {
-            let learned = |r: &EpochRecord| r.test_accuracy >= 2.0 * chance;
-            out.push(Finding {
-                title: "Both ResNets learn",
-                holds: learned(a) && learned(b),
-                text: format!(
-                    "After {} epochs ResNet18 reached {} train / {} test accuracy and ResNet34 {} train / {} test \
-                     (chance is {}; the bar for \"learned\" here is twice chance).",
-                    a.epoch,
-                    pct(a.train_accuracy),
-                    pct(a.test_accuracy),
-                    pct(b.train_accuracy),
-                    pct(b.test_accuracy),
-                    pct(chance)
-                ),
-            });
-        }
+    if let (Some(r18), Some(r34)) = (group(groups, "4-resnet18"), group(groups, "4-resnet34")) {
+        let test = |g: &[&RunResult]| {
+            Spread::of(g.iter().filter_map(|r| last(r).map(|e| e.test_accuracy)))
+        };
+        let learned = |g: &[&RunResult]| test(g).is_some_and(|s| s.mean >= 2.0 * chance);
+        let epochs = last(r18[0]).map_or(0, |e| e.epoch);
+        out.push(Finding {
+            title: "Both ResNets learn",
+            holds: learned(r18) && learned(r34),
+            text: format!(
+                "After {epochs} epochs ResNet18 reached {} train / {} test accuracy and ResNet34 {} train / {} test \
+                 (chance is {:.1} %; the bar for \"learned\" here is twice chance). ResNet34 minus ResNet18 in test accuracy: {}.",
+                final_pct(r18, |e| e.train_accuracy),
+                final_pct(r18, |e| e.test_accuracy),
+                final_pct(r34, |e| e.train_accuracy),
+                final_pct(r34, |e| e.test_accuracy),
+                100.0 * chance,
+                points(change(r18, r34, |e| e.test_accuracy))
+            ),
+        });
     }
 
     // Only models that learned something (test accuracy at least twice chance) are compared:
-    // a model at chance answers alike for every photo, which says nothing.
+    // a model at chance answers alike for every photo, which says nothing. The photos were
+    // classified by the first seed's models.
+    let models = first_seed(runs);
     let learned = |r: &RunResult| last(r).is_some_and(|e| e.test_accuracy >= 2.0 * chance);
-    let learners: Vec<usize> = (0..runs.len()).filter(|&i| learned(&runs[i])).collect();
+    let learners: Vec<usize> = (0..models.len()).filter(|&i| learned(&models[i])).collect();
     let mut disagreements = Vec::new();
     for (p, photo) in photos.files.iter().enumerate() {
         let tops: Vec<&str> = learners
@@ -115,8 +170,9 @@ pub fn findings(runs: &[RunResult], photos: &Photos) -> Vec<Finding> {
         title: "The models disagree on photos from outside their classes",
         holds: !disagreements.is_empty(),
         text: format!(
-            "The {} models that learned (test accuracy at least twice chance) gave different top-1 classes for {} of {} photos{}",
+            "The {} models that learned (test accuracy at least twice chance{}) gave different top-1 classes for {} of {} photos{}",
             learners.len(),
+            if models.len() < runs.len() { format!("; seed {}'s", models[0].seed) } else { String::new() },
             disagreements.len(),
             photos.files.len(),
             if disagreements.is_empty() { ".".to_string() } else { format!(": {}.", disagreements.join("; ")) }

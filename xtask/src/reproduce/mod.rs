@@ -11,6 +11,7 @@ mod plot;
 mod reference;
 mod report;
 mod source;
+mod spread;
 
 use anyhow::{bail, Context, Result};
 use cnn_train::{Console, Display, Report, RunConfig, Start};
@@ -65,6 +66,8 @@ pub struct Args {
 /// One finished run of the plan.
 pub struct RunResult {
     pub exp: plan::Experiment,
+    /// The training seed (the profile's seeds each train every experiment).
+    pub seed: u64,
     pub config: RunConfig,
     pub report: Report,
 }
@@ -114,22 +117,27 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
     // The host's speed, for the report: the figure that tells one 2-core machine from another.
     let sgemm_gflops = crate::bench::sgemm_gflops(5)?;
     let mut runs = Vec::new();
-    for exp in plan::experiments(&args.alexnet) {
-        let mut config = plan::config(&exp, args.profile, &source.spec, args.device, &out);
-        if let Some(cap) = args.max_epochs {
-            config.epochs = config.epochs.min(cap);
+    for &seed in args.profile.seeds() {
+        let seed_out = args.profile.seed_folder(&out, seed);
+        for exp in plan::experiments(&args.alexnet) {
+            let mut config =
+                plan::config(&exp, args.profile, &source.spec, args.device, &out, seed);
+            if let Some(cap) = args.max_epochs {
+                config.epochs = config.epochs.min(cap);
+            }
+            let report = train(&exp, &mut config, &seed_out, args.force, stop)?;
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                bail!(
+                    "interrupted: run `cargo xtask reproduce` again to resume from the last checkpoint"
+                );
+            }
+            runs.push(RunResult {
+                exp,
+                seed,
+                config,
+                report,
+            });
         }
-        let report = train(&exp, &mut config, &out, args.force, stop)?;
-        if stop.load(std::sync::atomic::Ordering::SeqCst) {
-            bail!(
-                "interrupted: run `cargo xtask reproduce` again to resume from the last checkpoint"
-            );
-        }
-        runs.push(RunResult {
-            exp,
-            config,
-            report,
-        });
     }
     let photos_dir = args
         .photos
@@ -138,8 +146,8 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
     let measured = Measurements {
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         sgemm_gflops: Some(sgemm_gflops),
-        photos: report::predict_photos(&runs, &photos_dir)?,
-        best: report::evaluate_best(&runs)?,
+        photos: report::predict_photos(first_seed(&runs), &photos_dir)?,
+        best: report::evaluate_best(first_seed(&runs))?,
     };
     let json = serde_json::to_string_pretty(&measured)?;
     std::fs::write(out.join(MEASUREMENTS), json)
@@ -171,17 +179,20 @@ fn report_only(args: &Args, root: &Path, out: &Path, source: &source::Source) ->
             )
         })?;
     let mut runs = Vec::new();
-    for exp in plan::experiments(&args.alexnet) {
-        let dir = out.join(exp.key);
-        let config = cnn_train::checkpoint::read_config(&dir)?;
-        let path = dir.join(cnn_train::checkpoint::REPORT_FILE);
-        let report: Report = serde_json::from_str(&read(path.clone())?)
-            .with_context(|| format!("{}: not a run report", path.display()))?;
-        runs.push(RunResult {
-            exp,
-            config,
-            report,
-        });
+    for &seed in args.profile.seeds() {
+        for exp in plan::experiments(&args.alexnet) {
+            let dir = args.profile.seed_folder(out, seed).join(exp.key);
+            let config = cnn_train::checkpoint::read_config(&dir)?;
+            let path = dir.join(cnn_train::checkpoint::REPORT_FILE);
+            let report: Report = serde_json::from_str(&read(path.clone())?)
+                .with_context(|| format!("{}: not a run report", path.display()))?;
+            runs.push(RunResult {
+                exp,
+                seed,
+                config,
+                report,
+            });
+        }
     }
     let path = write_report(args, root, out, source, &runs, &measured)?;
     println!(
@@ -202,7 +213,6 @@ fn write_report(
 ) -> Result<PathBuf> {
     let input = report::Input {
         profile: args.profile,
-        sizes: args.profile.sizes(),
         source,
         runs,
         photos: &measured.photos,
@@ -214,6 +224,14 @@ fn write_report(
         max_epochs: args.max_epochs,
     };
     report::write(out, &input)
+}
+
+/// The runs of the profile's first seed: the ones that classify the photos and whose best
+/// model is evaluated (the report's photo table and confusion matrix are per model, not
+/// per seed).
+pub fn first_seed(runs: &[RunResult]) -> &[RunResult] {
+    let n = runs.iter().take_while(|r| r.seed == runs[0].seed).count();
+    &runs[..n]
 }
 
 /// Trains one run: reuses a finished one, resumes an interrupted one, starts a run that

@@ -4,11 +4,12 @@
 
 use super::conclusions;
 use super::machine;
-use super::plan::{Profile, Sizes};
+use super::plan::Profile;
 use super::plot::{line_chart, Series, ValueAxis};
 use super::reference::{REFERENCE, SOURCE};
 use super::source::Source;
-use super::RunResult;
+use super::spread::{by_experiment, group, Spread};
+use super::{first_seed, RunResult};
 use anyhow::{Context, Result};
 use cnn_train::{EpochRecord, Evaluation, Guess, Verdict};
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,6 @@ pub struct Best {
 
 pub struct Input<'a> {
     pub profile: Profile,
-    pub sizes: Sizes,
     pub source: &'a Source,
     pub runs: &'a [RunResult],
     pub photos: &'a Photos,
@@ -126,7 +126,9 @@ fn total_time(records: &[EpochRecord]) -> f64 {
 /// out the epochs it copied from it.
 fn training_time(runs: &[RunResult]) -> f64 {
     let copied = |r: &RunResult| {
-        let base = runs.iter().find(|b| Some(b.exp.key) == r.exp.continues);
+        let base = runs
+            .iter()
+            .find(|b| Some(b.exp.key) == r.exp.continues && b.seed == r.seed);
         base.map_or(0, |b| b.report.records.len())
     };
     runs.iter()
@@ -151,6 +153,44 @@ fn memory_cell(r: &EpochRecord) -> String {
     }
 }
 
+/// Memory cell of a group of seeds: the mean of their peaks, the spread where it is not nil.
+fn memory_cell_over(group: &[&RunResult]) -> String {
+    let lasts: Vec<&EpochRecord> = group
+        .iter()
+        .filter_map(|r| r.report.records.last())
+        .collect();
+    let Some(first) = lasts.first() else {
+        return "-".into();
+    };
+    if lasts.len() == 1 {
+        return memory_cell(first);
+    }
+    let spread = |f: fn(&EpochRecord) -> Option<u64>| {
+        Spread::of(lasts.iter().filter_map(|e| f(e).map(|b| b as f64)))
+            .map(|s| s.show(1e-6, 0, "MB"))
+    };
+    let tensors = format!("tensors {}", mb(first.memory.tensors_bytes()));
+    match (
+        spread(|e| e.memory.device_peak_bytes),
+        spread(|e| e.memory.peak_rss_bytes),
+    ) {
+        (Some(dev), _) => format!("device peak {dev}; {tensors}"),
+        (None, Some(rss)) => format!("host peak RSS {rss}; {tensors}"),
+        (None, None) => tensors,
+    }
+}
+
+/// The subset a run's data spec keeps: images per class for (train, test), if it keeps one.
+fn subset(spec: &cnn_data::DataSpec) -> Option<(usize, usize)> {
+    match spec {
+        cnn_data::DataSpec::Folder { options, .. } | cnn_data::DataSpec::Hub { options, .. } => {
+            options.per_class.map(|p| (p.train, p.test))
+        }
+        cnn_data::DataSpec::Synthetic(s) => Some((s.train_per_class, s.test_per_class)),
+        cnn_data::DataSpec::Cifar10 { .. } | cnn_data::DataSpec::Idx { .. } => None,
+    }
+}
+
 fn model_name(arch: &str) -> &str {
     match arch {
         "alexnet-d2l" => "AlexNet (d2l)",
@@ -165,6 +205,8 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
     let mut md = String::new();
     let runs = input.runs;
     let first = runs.first().context("no runs")?;
+    let groups = by_experiment(runs);
+    let seeds: Vec<u64> = groups[0].iter().map(|r| r.seed).collect();
     let m = machine::describe(input.root);
     let train_images = first.report.train_images;
     let test_images = first.report.test_images;
@@ -200,7 +242,7 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         "| images | {train_images} train / {test_images} test, {} classes |",
         first.config.num_classes
     )?;
-    match input.sizes.per_class {
+    match subset(&first.config.data.source) {
         Some((tr, te)) => writeln!(
             md,
             "| subset | at most {tr} train and {te} test images a class (profile `{}`) |",
@@ -220,11 +262,17 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         "| augmentation | {:?} (test: resize + centre crop) |",
         first.config.data.augment
     )?;
-    writeln!(
-        md,
-        "| seed | {} (weights, split, shuffle, dropout) |",
-        first.config.seed
-    )?;
+    match seeds.as_slice() {
+        [one] => writeln!(md, "| seed | {one} (weights, shuffle, dropout) |")?,
+        many => writeln!(
+            md,
+            "| seeds | {} (weights, shuffle, dropout): every run trained once per seed |",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?,
+    }
     writeln!(
         md,
         "| AlexNet | `{}` |",
@@ -238,10 +286,18 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         checkpoint: with the same seed its first 10 epochs are exactly that run's (resume is exact on the CPU, a tested property), \
         so its time includes them.\n", first.config.batch_size)?;
     write_what_the_classifiers_see(&mut md, runs)?;
+    if seeds.len() > 1 {
+        writeln!(md, "Seeds: every run was trained {} times, once per seed, on the same images (the split and the subset are \
+            fixed); the seed draws the initial weights, the shuffle order and the dropout masks. Each figure below is the mean ± the \
+            sample standard deviation over the {} seeds, and each difference between two runs (a finding's change, ResNet34 against \
+            ResNet18) is paired by seed before its mean and spread are taken. A difference smaller than its spread is not a finding \
+            at this size. The photo table, the confusion matrix and the epoch-by-epoch tables are seed {}'s; the other seeds' runs \
+            are in `seed-N/` beside this report.\n", seeds.len(), seeds.len(), seeds[0])?;
+    }
     writeln!(md, "Deterministic: on one host, with the same build and thread count, this command gives the same figures again, bit \
         for bit (the seed fixes weights, split, order and dropout; resume and rerun are tested to be exact). Not across hosts: \
         another CPU takes other vector paths (AVX-512, AVX2, or the portable loops), whose rounding differs, and over tens of \
-        epochs that moves accuracies by a few points (up to 5 between two hosts on the small `quick` subset).\n")?;
+        epochs that moves accuracies by a few points on a small subset, as another seed does.\n")?;
 
     writeln!(md, "## This run beside the assignment's\n")?;
     writeln!(md, "The assignment's figures: {SOURCE}\n")?;
@@ -261,22 +317,53 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         md,
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )?;
-    for r in runs {
+    for g in &groups {
+        let r = g[0];
         let reference = REFERENCE
             .iter()
             .find(|x| x.task == r.exp.task && (x.task != "4" || r.config.arch == "resnet34"));
-        let recs = &r.report.records;
-        let Some(last) = recs.last() else { continue };
-        let t = total_time(recs);
-        let best = best_test(recs).map_or("-".into(), |b| {
-            format!("{} (epoch {})", pct(b.test_accuracy), b.epoch)
-        });
+        let lasts: Vec<&EpochRecord> = g.iter().filter_map(|r| r.report.records.last()).collect();
+        if lasts.is_empty() {
+            continue;
+        }
+        let over =
+            |f: &dyn Fn(&RunResult) -> Option<f64>| Spread::of(g.iter().filter_map(|r| f(r)));
+        let accuracy = |f: fn(&EpochRecord) -> f64| {
+            over(&|r| r.report.records.last().map(f)).map_or("-".into(), |s| s.show(100.0, 2, "%"))
+        };
+        let epochs = {
+            let (lo, hi) = lasts.iter().fold((usize::MAX, 0), |(lo, hi), e| {
+                (lo.min(e.epoch), hi.max(e.epoch))
+            });
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        };
+        let total =
+            over(&|r| Some(total_time(&r.report.records))).map_or("-".into(), |s| match s.n {
+                1 => duration(s.mean),
+                _ => format!("{} ± {:.0} s", duration(s.mean), s.sd),
+            });
+        let per_epoch = over(&|r| {
+            let recs = &r.report.records;
+            (!recs.is_empty()).then(|| total_time(recs) / recs.len() as f64)
+        })
+        .map_or("-".into(), |s| s.show(1.0, 1, "s"));
+        let best = match g.len() {
+            1 => best_test(&r.report.records).map_or("-".into(), |b| {
+                format!("{} (epoch {})", pct(b.test_accuracy), b.epoch)
+            }),
+            _ => over(&|r| best_test(&r.report.records).map(|b| b.test_accuracy))
+                .map_or("-".into(), |s| s.show(100.0, 2, "%")),
+        };
         let (rt, rm, rtr, rte) = reference.map_or(("-", "-", "-", "-"), |x| {
             (x.wall_time, x.gpu_memory, x.train_acc, x.test_acc)
         });
-        writeln!(md, "| {} | {} | {} | {} | {rt} | {} | {:.1} s | {rm} | {} | {rtr} | {} | {rte} | {} | {best} |",
-            r.exp.task, model_name(&r.config.arch), last.epoch, r.config.lr, duration(t), t / recs.len() as f64,
-            memory_cell(last), pct(last.train_accuracy), pct(last.test_accuracy))?;
+        writeln!(md, "| {} | {} | {epochs} | {} | {rt} | {total} | {per_epoch} | {rm} | {} | {rtr} | {} | {rte} | {} | {best} |",
+            r.exp.task, model_name(&r.config.arch), r.config.lr, memory_cell_over(g),
+            accuracy(|e| e.train_accuracy), accuracy(|e| e.test_accuracy))?;
     }
     writeln!(md, "\nMemory here: on CUDA the device memory in use sampled at batch ends (its peak) and the bytes of parameters, gradients \
         and optimiser state (the analogue of `torch.cuda.memory_allocated`, which is what the reference column shows); on the CPU the \
@@ -284,7 +371,7 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         Train accuracy is the running accuracy of the epoch's training batches (train mode), as the assignment's code computes it.\n")?;
 
     writeln!(md, "## Findings\n")?;
-    let findings = conclusions::findings(runs, input.photos);
+    let findings = conclusions::findings(&groups, runs, input.photos);
     for f in &findings {
         writeln!(
             md,
@@ -301,7 +388,8 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
     writeln!(md)?;
 
     writeln!(md, "## Task 3: the verdict on lr 5e-3\n")?;
-    if let Some(r3) = runs.iter().find(|r| r.exp.task == "3") {
+    let task3: Vec<&RunResult> = runs.iter().filter(|r| r.exp.task == "3").collect();
+    if let Some(r3) = task3.first() {
         let classes = r3.config.num_classes as f64;
         writeln!(md, "Verdict: **{}**.\n", r3.report.verdict.describe())?;
         writeln!(md, "| epoch | train loss | loss − ln {0} | train acc | test acc | chance |\n|---|---|---|---|---|---|", r3.config.num_classes)?;
@@ -326,24 +414,53 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         if let Verdict::Diverged { epoch, batch, .. } = r3.report.verdict {
             writeln!(md, "\nThe loss became non-finite at epoch {epoch}, batch {batch}, and the trainer stopped the run there.")?;
         }
+        if task3.len() > 1 {
+            writeln!(
+                md,
+                "\nThe table is seed {}'s. Every seed's verdict:\n",
+                r3.seed
+            )?;
+            for r in &task3 {
+                let epochs = r.report.records.len();
+                writeln!(
+                    md,
+                    "- seed {}: {} ({epochs} epochs run)",
+                    r.seed,
+                    r.report.verdict.describe()
+                )?;
+            }
+        }
         writeln!(md)?;
     }
 
-    write_comparisons(&mut md, out, runs)?;
+    write_comparisons(&mut md, out, &groups)?;
 
     writeln!(md, "## Task 5: the photos\n")?;
     write_photos(&mut md, input)?;
 
+    let best = &first_seed(runs)[input.best.run];
     writeln!(
         md,
-        "## Best model: {} (task {})\n",
-        model_name(&runs[input.best.run].config.arch),
-        runs[input.best.run].exp.task
+        "## Best model: {} (task {}{})\n",
+        model_name(&best.config.arch),
+        best.exp.task,
+        if seeds.len() > 1 {
+            format!(", seed {}", best.seed)
+        } else {
+            String::new()
+        }
     )?;
     write_confusion(&mut md, input.best)?;
 
     writeln!(md, "## Each run, epoch by epoch\n")?;
-    for r in runs {
+    if seeds.len() > 1 {
+        writeln!(
+            md,
+            "Seed {}'s runs; every seed's are in its folder's `metrics.csv`.\n",
+            seeds[0]
+        )?;
+    }
+    for r in first_seed(runs) {
         write_run(&mut md, out, r)?;
     }
 
@@ -381,7 +498,7 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
 }
 
 fn write_photos(md: &mut String, input: &Input) -> Result<()> {
-    let runs = input.runs;
+    let runs = first_seed(input.runs);
     let photos = input.photos;
     if photos.files.is_empty() {
         writeln!(md, "No photos were found.\n")?;
@@ -538,8 +655,8 @@ fn accuracy_axis(classes: usize) -> ValueAxis {
 
 /// The comparisons the assignment asks for, each as one chart of two runs: 10 against 20
 /// epochs (tasks 1 and 2), lr 1e-4 against 5e-3 (tasks 1 and 3), ResNet18 against ResNet34.
-fn write_comparisons(md: &mut String, out: &Path, runs: &[RunResult]) -> Result<()> {
-    let by_key = |key: &str| runs.iter().find(|r| r.exp.key == key);
+/// Over several seeds each line is the mean of the seeds' curves.
+fn write_comparisons(md: &mut String, out: &Path, groups: &[Vec<&RunResult>]) -> Result<()> {
     let pairs = [
         (
             "1-alexnet-10ep",
@@ -561,11 +678,19 @@ fn write_comparisons(md: &mut String, out: &Path, runs: &[RunResult]) -> Result<
         ),
     ];
     writeln!(md, "## The comparisons, side by side\n")?;
+    if groups.first().is_some_and(|g| g.len() > 1) {
+        writeln!(
+            md,
+            "Each line is the mean over the {} seeds of that epoch's figure.\n",
+            groups[0].len()
+        )?;
+    }
     for (a, b, title, file) in pairs {
-        let (Some(a), Some(b)) = (by_key(a), by_key(b)) else {
+        let (Some(a), Some(b)) = (group(groups, a), group(groups, b)) else {
             continue;
         };
-        let name = |r: &RunResult| {
+        let name = |g: &[&RunResult]| {
+            let r = g[0];
             format!(
                 "task {} {} lr {}",
                 r.exp.task,
@@ -573,10 +698,10 @@ fn write_comparisons(md: &mut String, out: &Path, runs: &[RunResult]) -> Result<
                 r.config.lr
             )
         };
-        let series = |r: &RunResult, what: &str, f| {
-            epoch_series(format!("{} {what}", name(r)), &r.report.records, f)
+        let series = |g: &[&RunResult], what: &str, f| {
+            mean_epoch_series(format!("{} {what}", name(g)), g, f)
         };
-        let classes = a.config.num_classes;
+        let classes = a[0].config.num_classes;
         let (loss_png, acc_png) = (format!("{file}-loss.png"), format!("{file}-accuracy.png"));
         line_chart(
             &out.join(&loss_png),
@@ -606,6 +731,25 @@ fn write_comparisons(md: &mut String, out: &Path, runs: &[RunResult]) -> Result<
         )?;
     }
     Ok(())
+}
+
+/// One value of each epoch, averaged over the runs that reached that epoch, as a chart line
+/// (runs stopped early, like task 3's, leave the later epochs to the others).
+fn mean_epoch_series(label: String, runs: &[&RunResult], f: fn(&EpochRecord) -> f64) -> Series {
+    let epochs = runs
+        .iter()
+        .map(|r| r.report.records.len())
+        .max()
+        .unwrap_or(0);
+    let points = (1..=epochs)
+        .filter_map(|epoch| {
+            let at = runs
+                .iter()
+                .filter_map(|r| r.report.records.iter().find(|e| e.epoch == epoch).map(f));
+            Spread::of(at).map(|s| (epoch as f64, s.mean))
+        })
+        .collect();
+    Series { label, points }
 }
 
 /// A sentence on the feature map each network's classifier receives at the runs' image
