@@ -87,7 +87,13 @@ struct Pointer {
 }
 
 /// Writes the model, optimiser state and training state as the run's current checkpoint.
-pub fn save(out: &Path, model: &Model, opt: &OptimizerState, state: &TrainState) -> Result<()> {
+pub fn save(
+    out: impl AsRef<Path>,
+    model: &Model,
+    opt: &OptimizerState,
+    state: &TrainState,
+) -> Result<()> {
+    let out = out.as_ref();
     let root = out.join(CHECKPOINTS_DIR);
     let name = format!("epoch{:04}-batch{:06}", state.epoch, state.batch);
     let dir = root.join(&name);
@@ -116,7 +122,8 @@ pub fn save(out: &Path, model: &Model, opt: &OptimizerState, state: &TrainState)
 }
 
 /// The current checkpoint's folder, if the run has one.
-pub fn current(out: &Path) -> Result<Option<PathBuf>> {
+pub fn current(out: impl AsRef<Path>) -> Result<Option<PathBuf>> {
+    let out = out.as_ref();
     let path = out.join(POINTER_FILE);
     if !path.is_file() {
         return Ok(None);
@@ -126,7 +133,8 @@ pub fn current(out: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// The current checkpoint's weights file.
-pub fn model_file(out: &Path) -> Result<PathBuf> {
+pub fn model_file(out: impl AsRef<Path>) -> Result<PathBuf> {
+    let out = out.as_ref();
     match current(out)? {
         Some(dir) => Ok(dir.join(MODEL_FILE)),
         None => Err(TrainError::file(
@@ -137,7 +145,12 @@ pub fn model_file(out: &Path) -> Result<PathBuf> {
 }
 
 /// Loads the current checkpoint into `model`; returns the optimiser and training state.
-pub fn load(out: &Path, model: &Model, device: &Device) -> Result<(OptimizerState, TrainState)> {
+pub fn load(
+    out: impl AsRef<Path>,
+    model: &Model,
+    device: &Device,
+) -> Result<(OptimizerState, TrainState)> {
+    let out = out.as_ref();
     let dir = current(out)?.ok_or_else(|| TrainError::Resume {
         path: out.to_path_buf(),
         what: "no checkpoint to resume from".into(),
@@ -149,7 +162,12 @@ pub fn load(out: &Path, model: &Model, device: &Device) -> Result<(OptimizerStat
 }
 
 /// Writes `config.json` and `classes.json` into `out` (created if missing).
-pub fn write_run_files(out: &Path, cfg: &RunConfig, classes: &[ClassInfo]) -> Result<()> {
+pub fn write_run_files(
+    out: impl AsRef<Path>,
+    cfg: &RunConfig,
+    classes: &[ClassInfo],
+) -> Result<()> {
+    let out = out.as_ref();
     std::fs::create_dir_all(out)
         .map_err(|e| TrainError::file(out, format!("cannot create the run folder: {e}")))?;
     atomic::write_json(&out.join(CONFIG_FILE), cfg)?;
@@ -157,7 +175,8 @@ pub fn write_run_files(out: &Path, cfg: &RunConfig, classes: &[ClassInfo]) -> Re
 }
 
 /// Reads a run folder's `config.json`.
-pub fn read_config(out: &Path) -> Result<RunConfig> {
+pub fn read_config(out: impl AsRef<Path>) -> Result<RunConfig> {
+    let out = out.as_ref();
     let path = out.join(CONFIG_FILE);
     if !path.is_file() {
         return Err(TrainError::file(out, "not a run folder (no config.json)"));
@@ -166,12 +185,14 @@ pub fn read_config(out: &Path) -> Result<RunConfig> {
 }
 
 /// Reads a run folder's `classes.json`.
-pub fn read_classes(out: &Path) -> Result<Vec<ClassInfo>> {
+pub fn read_classes(out: impl AsRef<Path>) -> Result<Vec<ClassInfo>> {
+    let out = out.as_ref();
     atomic::read_json(&out.join(CLASSES_FILE))
 }
 
 /// The verdict and records a run folder holds, for callers that only read.
-pub fn read_state(out: &Path) -> Result<Option<TrainState>> {
+pub fn read_state(out: impl AsRef<Path>) -> Result<Option<TrainState>> {
+    let out = out.as_ref();
     match current(out)? {
         Some(dir) => Ok(Some(atomic::read_json(&dir.join(STATE_FILE))?)),
         None => Ok(None),

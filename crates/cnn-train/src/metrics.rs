@@ -99,7 +99,8 @@ impl EpochRecord {
 
 /// Rewrites `metrics.jsonl` (one JSON object per epoch) and `metrics.csv` in `dir` from
 /// `records`, each atomically, so after a resume they hold exactly the run's epochs.
-pub fn write_metrics(dir: &Path, records: &[EpochRecord]) -> Result<()> {
+pub fn write_metrics(dir: impl AsRef<Path>, records: &[EpochRecord]) -> Result<()> {
+    let dir = dir.as_ref();
     let mut jsonl = String::new();
     let mut csv = format!("{CSV_HEADER}\n");
     for r in records {

@@ -23,7 +23,8 @@ pub struct TrainedRun {
 
 /// Opens the run folder `dir` (or the folder holding the `config.json` next to a path in
 /// it) and loads its current checkpoint onto `device`.
-pub fn open_run(dir: &Path, device: &Device) -> Result<TrainedRun> {
+pub fn open_run(dir: impl AsRef<Path>, device: &Device) -> Result<TrainedRun> {
+    let dir = dir.as_ref();
     let dir = if dir.is_file() {
         dir.parent().unwrap_or(dir)
     } else {
@@ -57,7 +58,8 @@ pub struct Guess {
 impl TrainedRun {
     /// An image file prepared as the run's test images were (eval transform, normalisation):
     /// `(1, 3, S, S)`.
-    pub fn load_photo(&self, path: &Path) -> Result<Tensor> {
+    pub fn load_photo(&self, path: impl AsRef<Path>) -> Result<Tensor> {
+        let path = path.as_ref();
         let size = self.config.image_size as u32;
         let img = cnn_data::decode_file(path)?;
         let img = eval_transform(&self.config).apply(&img, size, 0, 0, 0);
@@ -74,7 +76,8 @@ impl TrainedRun {
     }
 
     /// The `k` most probable classes for one image file, most probable first.
-    pub fn top_k(&self, path: &Path, k: usize) -> Result<Vec<Guess>> {
+    pub fn top_k(&self, path: impl AsRef<Path>, k: usize) -> Result<Vec<Guess>> {
+        let path = path.as_ref();
         let probs = self.probabilities(&self.load_photo(path)?)?;
         Ok(top_k(&probs[0], k, &self.classes))
     }
