@@ -8,10 +8,13 @@
 //! <out>/report.json          the Report, when a session ends
 //! <out>/checkpoint.json      which checkpoint is current (written last, atomically)
 //! <out>/checkpoints/<name>/  model.safetensors, optimizer.safetensors, state.json
+//! <out>/best.json            which weights scored the best test accuracy, and when
+//! <out>/checkpoints/best-epochNNNN/model.safetensors   those weights
 //! ```
 //! A checkpoint is written into a fresh folder (each file via temporary + rename), then
 //! `checkpoint.json` is switched to it, then older folders are removed: a kill at any
-//! point leaves `checkpoint.json` naming a whole checkpoint.
+//! point leaves `checkpoint.json` naming a whole checkpoint. The best weights are kept
+//! the same way through `best.json`.
 
 use crate::atomic;
 use crate::config::RunConfig;
@@ -33,6 +36,27 @@ const CHECKPOINTS_DIR: &str = "checkpoints";
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
+pub const BEST_FILE: &str = "best.json";
+/// Folders of best weights start so; the last checkpoint's cleanup leaves them.
+const BEST_PREFIX: &str = "best-";
+
+/// Which of a run's weights to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// The current checkpoint's (where training stopped).
+    #[default]
+    Last,
+    /// Those of the epoch with the highest test accuracy (the earliest of equals).
+    Best,
+}
+
+/// `best.json`: the best weights' folder, the epoch (1-based) and its test accuracy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub dir: String,
+    pub epoch: usize,
+    pub test_accuracy: f64,
+}
 
 /// Running sums of an epoch in progress (all that is needed to finish it exactly).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -101,8 +125,8 @@ pub fn save(
         std::fs::remove_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
     }
     std::fs::create_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
-    model.save_weights(&dir.join(MODEL_FILE))?;
-    opt.save(&dir.join(OPTIMIZER_FILE))?;
+    model.save_weights(dir.join(MODEL_FILE))?;
+    opt.save(dir.join(OPTIMIZER_FILE))?;
     atomic::write_json(&dir.join(STATE_FILE), state)?;
     let pointer = Pointer {
         dir: format!("{CHECKPOINTS_DIR}/{name}"),
@@ -114,11 +138,89 @@ pub fn save(
         .map_err(|e| TrainError::file(&root, e))?
         .flatten()
     {
-        if entry.file_name() != name.as_str() {
+        let file_name = entry.file_name();
+        let kept =
+            file_name == name.as_str() || file_name.to_string_lossy().starts_with(BEST_PREFIX);
+        if !kept {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
     Ok(())
+}
+
+/// Keeps `model` as the run's best weights, those after `epoch` (1-based) with
+/// `test_accuracy`: written into a fresh folder, then `best.json` switched to it, then
+/// older best folders removed.
+pub fn save_best(
+    out: impl AsRef<Path>,
+    model: &Model,
+    epoch: usize,
+    test_accuracy: f64,
+) -> Result<()> {
+    let out = out.as_ref();
+    let root = out.join(CHECKPOINTS_DIR);
+    let name = format!("{BEST_PREFIX}epoch{epoch:04}");
+    let dir = root.join(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
+    model.save_weights(dir.join(MODEL_FILE))?;
+    let best = Best {
+        dir: format!("{CHECKPOINTS_DIR}/{name}"),
+        epoch,
+        test_accuracy,
+    };
+    atomic::write_json(&out.join(BEST_FILE), &best)?;
+    for entry in std::fs::read_dir(&root)
+        .map_err(|e| TrainError::file(&root, e))?
+        .flatten()
+    {
+        let file_name = entry.file_name();
+        if file_name != name.as_str() && file_name.to_string_lossy().starts_with(BEST_PREFIX) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The run's `best.json`, if it has one.
+pub fn read_best(out: impl AsRef<Path>) -> Result<Option<Best>> {
+    let path = out.as_ref().join(BEST_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(atomic::read_json(&path)?))
+}
+
+/// Forgets the best weights (a fresh run in a folder that held a run stopped before its
+/// first checkpoint).
+pub(crate) fn clear_best(out: &Path) -> Result<()> {
+    let path = out.join(BEST_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(TrainError::file(&path, e)),
+    }
+}
+
+/// The weights file `which` names and the finished epochs it holds.
+pub fn weights_file(out: impl AsRef<Path>, which: Weights) -> Result<(PathBuf, usize)> {
+    let out = out.as_ref();
+    match which {
+        Weights::Last => {
+            let epochs = read_state(out)?.map_or(0, |s| s.epoch);
+            Ok((model_file(out)?, epochs))
+        }
+        Weights::Best => match read_best(out)? {
+            Some(best) => Ok((out.join(best.dir).join(MODEL_FILE), best.epoch)),
+            None => Err(TrainError::file(
+                out,
+                "no best weights here (no best.json): the run has not finished an epoch, \
+                 or was trained before best weights were kept",
+            )),
+        },
+    }
 }
 
 /// The current checkpoint's folder, if the run has one.
@@ -155,8 +257,8 @@ pub fn load(
         path: out.to_path_buf(),
         what: "no checkpoint to resume from".into(),
     })?;
-    model.load_weights(&dir.join(MODEL_FILE))?;
-    let opt = OptimizerState::load(&dir.join(OPTIMIZER_FILE), device)?;
+    model.load_weights(dir.join(MODEL_FILE))?;
+    let opt = OptimizerState::load(dir.join(OPTIMIZER_FILE), device)?;
     let state: TrainState = atomic::read_json(&dir.join(STATE_FILE))?;
     Ok((opt, state))
 }
