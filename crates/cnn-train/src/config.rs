@@ -37,7 +37,7 @@ impl Device {
                 let hint = if cfg!(feature = "cuda") {
                     ""
                 } else {
-                    " (this build has no CUDA support: rebuild with --features cuda)"
+                    " (this build has no CUDA support: rebuild with the cuda feature, e.g. `cargo build --release -p cnn-cli --features cuda`)"
                 };
                 TrainError::Config(format!("cannot open CUDA device {i}: {e}{hint}"))
             }),
