@@ -180,6 +180,7 @@ mod tests {
             time: Default::default(),
             images_per_sec: 10.0,
             memory: Default::default(),
+            skipped_files: 0,
         };
         Report {
             records: vec![record],
@@ -188,6 +189,7 @@ mod tests {
             train_images: 100,
             test_images: 50,
             session_s: 1.0,
+            skipped: Vec::new(),
         }
     }
 

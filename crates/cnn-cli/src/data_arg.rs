@@ -1,7 +1,7 @@
 //! `--data PATH`: which kind of source a path is (class folders, CIFAR-10 binaries, IDX
 //! files, the built-in synthetic set, a hub dataset).
 
-use cnn_data::{DataSpec, FolderOptions, SplitRule, SyntheticSpec};
+use cnn_data::{BadFilePolicy, DataSpec, FolderOptions, SplitRule, SyntheticSpec};
 use std::path::Path;
 
 /// The help text shared by every `--data` flag.
@@ -49,4 +49,24 @@ pub fn spec(arg: &str, split: SplitRule) -> anyhow::Result<DataSpec> {
         root: path.to_path_buf(),
         options,
     })
+}
+
+/// `--bad-files`: what an image file that cannot be read does.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum BadFiles {
+    /// Stop with an error naming the file.
+    Fail,
+    /// Leave it out; the log, metrics and report name and count it.
+    Skip,
+}
+
+/// Sets what `spec`'s bad files do (class folders and hub sets; other sources hold no
+/// files that can be bad).
+pub fn set_bad_files(spec: &mut DataSpec, bad: BadFiles) {
+    if let DataSpec::Folder { options, .. } | DataSpec::Hub { options, .. } = spec {
+        options.bad_files = match bad {
+            BadFiles::Fail => BadFilePolicy::Fail,
+            BadFiles::Skip => BadFilePolicy::Skip,
+        };
+    }
 }

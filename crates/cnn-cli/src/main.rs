@@ -3,6 +3,8 @@
 mod data_arg;
 mod eval;
 mod predict;
+mod shared_args;
+mod shell;
 mod summary;
 mod train;
 

@@ -1,7 +1,9 @@
 //! `cnn train`: build a run config from flags (or the run folder's, with `--resume`), open
 //! the data, and call `cnn_train::fit` with a console and a Ctrl-C handler.
 
-use crate::data_arg;
+use crate::data_arg::{self, BadFiles};
+use crate::shared_args::DEVICE_HELP;
+use crate::shell;
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, ValueEnum};
@@ -11,7 +13,7 @@ use cnn_train::{
     RunConfig, Schedule, Start, Stop, TrainError, Warmup,
 };
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -25,6 +27,10 @@ pub struct Args {
     /// Seed of that train/test split.
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
+    /// What an image file that cannot be read does: fail (stop, naming it) or skip (leave it
+    /// out; train.log names it, metrics count it in skipped_files, report.json lists it).
+    #[arg(long, value_enum, default_value_t = BadFiles::Fail)]
+    bad_files: BadFiles,
     /// Architecture: alexnet, alexnet-d2l, resnet18 or resnet34.
     #[arg(long, default_value = "alexnet-d2l")]
     arch: String,
@@ -90,8 +96,7 @@ pub struct Args {
     /// --log-every, --on-stuck and --progress may change.
     #[arg(long)]
     resume: bool,
-    /// Device: cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, help = DEVICE_HELP, default_value = "auto")]
     device: Device,
     /// Compute threads [default: all cores].
     #[arg(long)]
@@ -207,9 +212,10 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
                 .map(|id| format!("--{}", id.replace('_', "-")))
                 .collect();
             bail!(
-                "{} was started with other settings than {} (see its config.json): drop them, or train a new run with another --out",
+                "{} was started with other settings than {} (see its config.json): continue it with `{}`, or train a new run with another --out",
                 out.display(),
-                flags.join(", ")
+                flags.join(", "),
+                resume_command(&out, matches)
             );
         }
         (cfg, Start::Resume)
@@ -273,21 +279,41 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
         console.handle(e)
     })
     .map_err(|e| match e {
-        TrainError::RunExists { .. } => {
-            anyhow::anyhow!("{e}: pass --resume to continue it or choose another --out")
-        }
+        TrainError::RunExists { .. } => anyhow::anyhow!(
+            "{e}: continue it with `{}`, or choose another --out",
+            resume_command(&cfg.out, matches)
+        ),
         e => e.into(),
     })?;
     match report.stop {
         Stop::Interrupted { .. } => {
-            eprintln!(
-                "continue with: cnn train --resume --out {}",
-                cfg.out.display()
-            );
+            eprintln!("continue with: {}", resume_command(&cfg.out, matches));
             std::process::exit(130)
         }
         _ => Ok(()),
     }
+}
+
+/// The command that continues the run in `out`: `cnn train --resume --out OUT` with the
+/// flags of this command line that may change on a resume (the rest is in config.json).
+fn resume_command(out: &Path, matches: &ArgMatches) -> String {
+    let mut words = vec![
+        "cnn train --resume --out".to_string(),
+        shell::quote(out.as_os_str()),
+    ];
+    for id in RESUMABLE
+        .iter()
+        .filter(|id| !["out", "resume"].contains(id))
+    {
+        if matches.value_source(id) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        for value in matches.get_raw(id).into_iter().flatten() {
+            words.push(format!("--{}", id.replace('_', "-")));
+            words.push(shell::quote(value));
+        }
+    }
+    words.join(" ")
 }
 
 /// Sets `cfg`'s fields from the flags `take` selects.
@@ -302,6 +328,9 @@ fn apply(cfg: &mut RunConfig, a: &Args, take: &dyn Fn(&str) -> bool) -> anyhow::
                 },
             )?;
         }
+    }
+    if take("bad_files") || take("data") {
+        data_arg::set_bad_files(&mut cfg.data.source, a.bad_files);
     }
     if take("arch") {
         cfg.arch = a.arch.clone();

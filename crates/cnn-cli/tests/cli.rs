@@ -62,6 +62,14 @@ fn tiny_dataset(shared: &Path, root: &Path, train: usize) -> Vec<String> {
     names
 }
 
+/// Width and height of a PNG file, read from its header.
+fn cnn_data_decode(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG", "{} is not a PNG", path.display());
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
 fn cnn(args: &[&str]) -> Output {
     Command::new(CNN).args(args).output().unwrap()
 }
@@ -252,6 +260,99 @@ fn train_eval_predict_resume() {
         .sum();
     assert!(p > 0.0 && p <= 1.0 + 1e-6);
 
+    // Every image of a folder of class folders: its train and test images together.
+    let o = cnn(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--data",
+        data_s,
+        "--split",
+        "all",
+    ]);
+    assert_ok(&o);
+    assert!(stdout(&o).contains("images: 70 "), "{}", stdout(&o));
+    // The best weights: those of the epoch with the highest test accuracy.
+    let o = cnn(&["eval", "--checkpoint", run_s, "--weights", "best", "--json"]);
+    assert_ok(&o);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let accuracies: Vec<f64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["test_accuracy"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let best = accuracies.iter().copied().fold(f64::MIN, f64::max);
+    assert_eq!(json["weights"], "best");
+    assert_eq!(json["accuracy"].as_f64().unwrap(), best);
+
+    // A bad image among the data: an error naming it, or skipped and listed on request.
+    let bad = data.join("test/airplane/broken.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    assert_clean_error(
+        &cnn(&["eval", "--checkpoint", run_s, "--data", data_s]),
+        "broken.png",
+    );
+    let o = cnn(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--data",
+        data_s,
+        "--bad-files",
+        "skip",
+    ]);
+    assert_ok(&o);
+    let out = stdout(&o);
+    assert!(
+        out.contains("images: 20 ") && out.contains("skipped 1 bad image files:"),
+        "{out}"
+    );
+    assert!(out.contains("broken.png"), "{out}");
+    std::fs::remove_file(&bad).unwrap();
+
+    // predict goes on past an unreadable image: one error line for it, the others
+    // predicted, exit status 1; --cam draws each model's Grad-CAM.
+    let unreadable = t.path().join("unreadable.jpg");
+    std::fs::write(&unreadable, b"no image here").unwrap();
+    let cams = t.path().join("cams");
+    let o = cnn(&[
+        "predict",
+        "--checkpoint",
+        run_s,
+        "--cam",
+        cams.to_str().unwrap(),
+        unreadable.to_str().unwrap(),
+        photo_s,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("unreadable.jpg"),
+        "{err}"
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("chelsea.png") && !out.contains("unreadable"),
+        "{out}"
+    );
+    let picture = cams.join("chelsea-run.png");
+    assert!(
+        out.contains(&format!("(layer4.1, 1x1): {}", picture.display())),
+        "{out}"
+    );
+    // 32 px leaves ResNet's layer4 one value: said, not stretched into a picture of nothing.
+    assert!(
+        out.contains("note: layer4.1's map is 1x1 at 32 px, too coarse"),
+        "{out}"
+    );
+    let decoded = cnn_data_decode(&picture);
+    assert_eq!(decoded, (224, 224));
+
     // --resume extends the run; changing what is trained is refused.
     let o = cnn(&[
         "train",
@@ -330,21 +431,19 @@ fn ctrl_c_saves_and_resume_finishes() {
         .read_to_string(&mut err)
         .unwrap();
     assert_eq!(status.code(), Some(130), "{seen}\n{err}");
+    // The whole command to continue, with the flags that may change on a resume.
+    let want = format!(
+        "continue with: cnn train --resume --out {run_s} --epochs 2 --threads 2 --log-every 1 --progress plain"
+    );
+    assert!(err.contains(&want), "{err}");
     assert!(seen.contains("Interrupted at epoch 1"), "{seen}");
     assert!(!seen.contains("Finished Training"));
     assert!(!err.contains("panicked"), "{err}");
     assert!(run.join("checkpoint.json").is_file());
 
-    let o = cnn(&[
-        "train",
-        "--out",
-        run_s,
-        "--resume",
-        "--progress",
-        "plain",
-        "--threads",
-        "2",
-    ]);
+    // Run exactly that command (the temporary path holds no spaces).
+    let line = want.strip_prefix("continue with: cnn ").unwrap();
+    let o = cnn(&line.split(' ').collect::<Vec<_>>());
     assert_ok(&o);
     let out = stdout(&o);
     assert!(
@@ -441,6 +540,22 @@ fn closed_stdout_is_not_an_error() {
         .unwrap();
     assert!(status.success(), "{status} {err}");
     assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn predict_help_names_each_networks_cam_layer() {
+    let o = cnn(&["predict", "--help"]);
+    assert_ok(&o);
+    let help = stdout(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+    for arch in cnn_models::ARCHITECTURES {
+        assert!(
+            help.contains(&format!("{} {} (", arch.name, arch.cam_layer)),
+            "{}'s {} not in: {help}",
+            arch.name,
+            arch.cam_layer
+        );
+    }
+    assert!(help.contains("--device <DEVICE> Device: auto"), "{help}");
 }
 
 #[test]

@@ -146,6 +146,15 @@ impl Dataset {
         }
     }
 
+    /// Every image of the source, train then test, as one split (to score a whole
+    /// held-out folder).
+    pub fn all(&self) -> Split {
+        Split {
+            samples: [&self.train.samples[..], &self.test.samples[..]].concat(),
+            bad_files: self.train.bad_files,
+        }
+    }
+
     pub fn class_names(&self) -> Vec<String> {
         self.classes.iter().map(|c| c.name.clone()).collect()
     }

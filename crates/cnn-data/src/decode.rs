@@ -114,7 +114,8 @@ fn describe(format: ImageFormat, e: image::ImageError) -> String {
 }
 
 /// Decodes an encoded image held in memory; `path` is only used in errors.
-pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb8, DataError> {
+pub fn decode_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Rgb8, DataError> {
+    let path = path.as_ref();
     let format = sniff(path, bytes)?;
     if format == ImageFormat::Jpeg {
         check_jpeg_complete(path, bytes)?;
@@ -137,14 +138,16 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb8, DataError> {
 }
 
 /// Reads and decodes an image file to 8-bit RGB.
-pub fn decode_file(path: &Path) -> Result<Rgb8, DataError> {
+pub fn decode_file(path: impl AsRef<Path>) -> Result<Rgb8, DataError> {
+    let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| DataError::bad_file(path, e.to_string()))?;
     decode_bytes(path, &bytes)
 }
 
 /// Checks a file without decoding its pixels: not empty, a known format matching its
 /// extension, a readable header with a size within the limits. Returns `(width, height)`.
-pub fn probe_file(path: &Path) -> Result<(u32, u32), DataError> {
+pub fn probe_file(path: impl AsRef<Path>) -> Result<(u32, u32), DataError> {
+    let path = path.as_ref();
     let file = File::open(path).map_err(|e| DataError::bad_file(path, e.to_string()))?;
     let mut reader = BufReader::new(file);
     let mut head = Vec::with_capacity(32);

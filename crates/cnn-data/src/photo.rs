@@ -11,7 +11,8 @@ use crate::transform::Transform;
 
 /// Loads one image as the eval loader would see it: shorter side resized to `image_size`,
 /// centre-cropped to `image_size x image_size`, ImageNet-normalised, `3 x H x W`.
-pub fn load_image(path: &Path, image_size: u32) -> Result<Array3<f32>, DataError> {
+pub fn load_image(path: impl AsRef<Path>, image_size: u32) -> Result<Array3<f32>, DataError> {
+    let path = path.as_ref();
     if image_size == 0 {
         return Err(DataError::Config("image_size must be positive".into()));
     }

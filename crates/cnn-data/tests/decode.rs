@@ -111,7 +111,7 @@ fn probe_reads_only_the_header_and_load_image_is_the_eval_view() {
     close(a[[0, 1, 1]], n(87.0, 0));
     close(a[[1, 1, 1]], n(40.0, 1));
     close(a[[2, 1, 1]], n(60.0, 2));
-    assert!(load_image(&dir.path().join("missing.png"), 2)
+    assert!(load_image(dir.path().join("missing.png"), 2)
         .unwrap_err()
         .to_string()
         .contains("missing.png"));

@@ -25,7 +25,7 @@ fn relative_error(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
 
 fn parity(dir: &Path, dev: &Device) -> anyhow::Result<()> {
     let model = Model::new("resnet18", 10, 0, dev)?;
-    model.load_weights(&dir.join("resnet18.weights.safetensors"))?;
+    model.load_weights(dir.join("resnet18.weights.safetensors"))?;
     let expected: HashMap<String, Tensor> =
         candle_core::safetensors::load(dir.join("resnet18.expected.safetensors"), dev)?;
     let labels = expected["labels"].to_dtype(DType::U32)?;

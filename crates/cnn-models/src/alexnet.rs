@@ -12,6 +12,7 @@ pub const ALEXNET: ArchSpec = ArchSpec {
     name: "alexnet",
     description: "AlexNet as torchvision builds it (57.0 M parameters at 10 classes)",
     min_image_size: 63,
+    cam_layer: "features.11",
     build: build_torchvision,
 };
 
@@ -21,6 +22,7 @@ pub const ALEXNET_D2L: ArchSpec = ArchSpec {
     description:
         "AlexNet as d2l.ai builds it, the course's variant (46.8 M parameters at 10 classes)",
     min_image_size: 65,
+    cam_layer: "11",
     build: build_d2l,
 };
 

@@ -34,6 +34,12 @@ pub enum ModelError {
     #[error("{arch} expects input (batch, 3, height, width), got {shape:?}")]
     BadInput { arch: String, shape: Vec<usize> },
 
+    #[error("class {class} does not exist: the model has {classes} classes (0 to {})", .classes - 1)]
+    NoSuchClass { class: usize, classes: usize },
+
+    #[error("{arch} has no module '{layer}' to probe")]
+    NoSuchLayer { arch: String, layer: String },
+
     #[error("{path}: cannot read weights: {reason}")]
     Unreadable { path: PathBuf, reason: String },
 

@@ -279,7 +279,7 @@ impl Linear {
 pub fn relu(x: &Tensor, name: &str, pass: &Pass) -> Result<Tensor> {
     let y = ops::relu(x)?;
     pass.record(name, "ReLU", &y, 0);
-    Ok(y)
+    pass.through_probe(name, y)
 }
 
 /// `nn.MaxPool2d(kernel, stride, padding)`.

@@ -18,6 +18,7 @@
 //! ```
 
 mod alexnet;
+mod cam;
 mod error;
 mod init;
 mod layers;
@@ -30,6 +31,7 @@ mod resnet;
 mod summary;
 mod weights;
 
+pub use cam::{grad_cam_map, GradCam};
 pub use error::ModelError;
 pub use init::{Init, InitRng};
 pub use layers::Builder;

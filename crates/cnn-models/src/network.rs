@@ -19,6 +19,10 @@ pub struct ArchSpec {
     pub description: &'static str,
     /// Smallest square input side the network accepts.
     pub min_image_size: usize,
+    /// The module whose output Grad-CAM weighs (torchvision's path): the last convolutional
+    /// stage, where the maps are smallest and most about classes (ResNets: `layer4`'s last
+    /// block; AlexNet: the ReLU after the last convolution).
+    pub cam_layer: &'static str,
     /// Creates the layers with a builder that registers and initialises their tensors.
     pub build: fn(&mut Builder, usize) -> Result<Box<dyn Network>>,
 }

@@ -1,7 +1,8 @@
 //! One forward pass's settings: train or eval mode, the dropout seed, and optional recorders
-//! of each layer's output shape (for the layer summary) or value (for precision checks).
+//! of each layer's output shape (for the layer summary) or value (for precision checks), or
+//! a probe on one layer's output (for Grad-CAM's gradient with respect to it).
 
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 use std::cell::RefCell;
 
 /// Train mode uses batch statistics and dropout; eval mode running statistics and no dropout.
@@ -60,6 +61,16 @@ pub struct Pass {
     trace: Option<RefCell<Vec<LayerRecord>>>,
     convs: Option<RefCell<Vec<ConvLayer>>>,
     outputs: Option<RefCell<Vec<LayerOutput>>>,
+    probe: Option<Probe>,
+}
+
+/// One layer's output followed through the rest of the pass: candle's backward keeps
+/// gradients of variables only, so the output continues as `output + zeros`, the zeros a
+/// [`Var`] whose gradient is the gradient with respect to the output.
+struct Probe {
+    layer: String,
+    /// The output (detached) and the zeros added to it, once the layer has run.
+    taken: RefCell<Option<(Tensor, Var)>>,
 }
 
 impl Pass {
@@ -72,6 +83,7 @@ impl Pass {
             trace: None,
             convs: None,
             outputs: None,
+            probe: None,
         }
     }
 
@@ -93,6 +105,7 @@ impl Pass {
             trace: None,
             convs: None,
             outputs: None,
+            probe: None,
         }
     }
 
@@ -111,6 +124,38 @@ impl Pass {
         self.outputs.as_ref().map(RefCell::take).unwrap_or_default()
     }
 
+    /// This pass probing the output of the module `layer` (torchvision's path, e.g.
+    /// `layer4.1`): read it and its gradient back with [`Self::take_probe`] after a backward
+    /// pass. With [`Self::infer`] the probe is the graph's only variable, so a backward pass
+    /// runs through the layers after it and no further.
+    pub(crate) fn probing(self, layer: &str) -> Self {
+        Self {
+            probe: Some(Probe {
+                layer: layer.to_string(),
+                taken: RefCell::new(None),
+            }),
+            ..self
+        }
+    }
+
+    /// The probed layer's output (detached) and the variable whose gradient is the gradient
+    /// with respect to it; `None` when the pass did not run that layer.
+    pub(crate) fn take_probe(&self) -> Option<(Tensor, Var)> {
+        self.probe.as_ref().and_then(|p| p.taken.take())
+    }
+
+    /// `output` of module `name` as the rest of the pass uses it: itself, or, for the probed
+    /// layer, `output + zeros` with the zeros a variable (see [`Probe`]).
+    pub(crate) fn through_probe(&self, name: &str, output: Tensor) -> candle_core::Result<Tensor> {
+        let Some(probe) = self.probe.as_ref().filter(|p| p.layer == name) else {
+            return Ok(output);
+        };
+        let zeros = Var::zeros(output.shape(), output.dtype(), output.device())?;
+        let followed = (&output + zeros.as_tensor())?;
+        *probe.taken.borrow_mut() = Some((output.detach(), zeros));
+        Ok(followed)
+    }
+
     /// An eval pass that records every layer's output shape.
     pub(crate) fn tracing() -> Self {
         Self {
@@ -120,6 +165,7 @@ impl Pass {
             trace: Some(RefCell::new(Vec::new())),
             convs: Some(RefCell::new(Vec::new())),
             outputs: None,
+            probe: None,
         }
     }
 

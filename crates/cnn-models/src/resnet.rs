@@ -11,6 +11,7 @@ pub const RESNET18: ArchSpec = ArchSpec {
     name: "resnet18",
     description: "ResNet-18 as torchvision builds it (11.2 M parameters at 10 classes)",
     min_image_size: 1,
+    cam_layer: "layer4.1",
     build: |b, classes| build(b, classes, [2, 2, 2, 2]),
 };
 
@@ -19,6 +20,7 @@ pub const RESNET34: ArchSpec = ArchSpec {
     name: "resnet34",
     description: "ResNet-34 as torchvision builds it (21.3 M parameters at 10 classes)",
     min_image_size: 1,
+    cam_layer: "layer4.2",
     build: |b, classes| build(b, classes, [3, 4, 6, 3]),
 };
 
@@ -93,7 +95,7 @@ impl BasicBlock {
         };
         let y = self.bn2.forward_add_relu(&z, &shortcut, pass, &relu_name)?;
         pass.record(&self.name, "BasicBlock", &y, 0);
-        Ok(y)
+        pass.through_probe(&self.name, y)
     }
 }
 

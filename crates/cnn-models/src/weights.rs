@@ -16,7 +16,8 @@ fn ignored(name: &str) -> bool {
 impl Model {
     /// Writes every tensor to `path` atomically: a temporary file renamed into place, so a
     /// crash mid-write leaves any previous file whole.
-    pub fn save_weights(&self, path: &Path) -> Result<(), ModelError> {
+    pub fn save_weights(&self, path: impl AsRef<Path>) -> Result<(), ModelError> {
+        let path = path.as_ref();
         let unwritable = |reason: String| ModelError::Unwritable {
             path: path.to_path_buf(),
             reason,
@@ -31,7 +32,8 @@ impl Model {
     /// exactly the model's tensors with the same shapes (any float dtype, converted to the
     /// model's); otherwise nothing
     /// is changed and the error lists what is missing, unexpected or of the wrong shape.
-    pub fn load_weights(&self, path: &Path) -> Result<(), ModelError> {
+    pub fn load_weights(&self, path: impl AsRef<Path>) -> Result<(), ModelError> {
+        let path = path.as_ref();
         let unreadable = |reason: String| ModelError::Unreadable {
             path: path.to_path_buf(),
             reason,

@@ -399,7 +399,7 @@ fn bad_weight_files_are_refused_with_the_reason() {
     let e = m.load_weights(&path).unwrap_err().to_string();
     assert!(e.contains("bad.safetensors: cannot read weights"), "{e}");
     let e = m
-        .load_weights(&dir.path().join("absent.safetensors"))
+        .load_weights(dir.path().join("absent.safetensors"))
         .unwrap_err()
         .to_string();
     assert!(

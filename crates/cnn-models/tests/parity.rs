@@ -20,7 +20,7 @@ fn fixture(dtype: DType) -> Fixture {
     let dir = "reference/parity";
     let model = Model::with_dtype("resnet18", 10, 0, &Device::Cpu, dtype).unwrap();
     model
-        .load_weights(&shared_file(&format!("{dir}/resnet18.weights.safetensors")))
+        .load_weights(shared_file(&format!("{dir}/resnet18.weights.safetensors")))
         .unwrap();
     let mut expected = candle_core::safetensors::load(
         shared_file(&format!("{dir}/resnet18.expected.safetensors")),

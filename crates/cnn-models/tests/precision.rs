@@ -191,7 +191,7 @@ fn compare(base: &Model, mode: &'static str) -> Compared {
 fn dump(dir: &Path, base: &Model, compared: &[Compared]) {
     let arch = base.arch();
     std::fs::create_dir_all(dir).unwrap();
-    base.save_weights(&dir.join(format!("{arch}.weights.safetensors")))
+    base.save_weights(dir.join(format!("{arch}.weights.safetensors")))
         .unwrap();
     let mut tensors = std::collections::HashMap::new();
     let labels = Tensor::new(&LABELS.map(i64::from), &Device::Cpu).unwrap();

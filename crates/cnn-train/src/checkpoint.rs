@@ -8,10 +8,13 @@
 //! <out>/report.json          the Report, when a session ends
 //! <out>/checkpoint.json      which checkpoint is current (written last, atomically)
 //! <out>/checkpoints/<name>/  model.safetensors, optimizer.safetensors, state.json
+//! <out>/best.json            which weights scored the best test accuracy, and when
+//! <out>/checkpoints/best-epochNNNN/model.safetensors   those weights
 //! ```
 //! A checkpoint is written into a fresh folder (each file via temporary + rename), then
 //! `checkpoint.json` is switched to it, then older folders are removed: a kill at any
-//! point leaves `checkpoint.json` naming a whole checkpoint.
+//! point leaves `checkpoint.json` naming a whole checkpoint. The best weights are kept
+//! the same way through `best.json`.
 
 use crate::atomic;
 use crate::config::RunConfig;
@@ -33,6 +36,27 @@ const CHECKPOINTS_DIR: &str = "checkpoints";
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
+pub const BEST_FILE: &str = "best.json";
+/// Folders of best weights start so; the last checkpoint's cleanup leaves them.
+const BEST_PREFIX: &str = "best-";
+
+/// Which of a run's weights to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// The current checkpoint's (where training stopped).
+    #[default]
+    Last,
+    /// Those of the epoch with the highest test accuracy (the earliest of equals).
+    Best,
+}
+
+/// `best.json`: the best weights' folder, the epoch (1-based) and its test accuracy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub dir: String,
+    pub epoch: usize,
+    pub test_accuracy: f64,
+}
 
 /// Running sums of an epoch in progress (all that is needed to finish it exactly).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -87,7 +111,13 @@ struct Pointer {
 }
 
 /// Writes the model, optimiser state and training state as the run's current checkpoint.
-pub fn save(out: &Path, model: &Model, opt: &OptimizerState, state: &TrainState) -> Result<()> {
+pub fn save(
+    out: impl AsRef<Path>,
+    model: &Model,
+    opt: &OptimizerState,
+    state: &TrainState,
+) -> Result<()> {
+    let out = out.as_ref();
     let root = out.join(CHECKPOINTS_DIR);
     let name = format!("epoch{:04}-batch{:06}", state.epoch, state.batch);
     let dir = root.join(&name);
@@ -95,8 +125,8 @@ pub fn save(out: &Path, model: &Model, opt: &OptimizerState, state: &TrainState)
         std::fs::remove_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
     }
     std::fs::create_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
-    model.save_weights(&dir.join(MODEL_FILE))?;
-    opt.save(&dir.join(OPTIMIZER_FILE))?;
+    model.save_weights(dir.join(MODEL_FILE))?;
+    opt.save(dir.join(OPTIMIZER_FILE))?;
     atomic::write_json(&dir.join(STATE_FILE), state)?;
     let pointer = Pointer {
         dir: format!("{CHECKPOINTS_DIR}/{name}"),
@@ -108,15 +138,94 @@ pub fn save(out: &Path, model: &Model, opt: &OptimizerState, state: &TrainState)
         .map_err(|e| TrainError::file(&root, e))?
         .flatten()
     {
-        if entry.file_name() != name.as_str() {
+        let file_name = entry.file_name();
+        let kept =
+            file_name == name.as_str() || file_name.to_string_lossy().starts_with(BEST_PREFIX);
+        if !kept {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
     Ok(())
 }
 
+/// Keeps `model` as the run's best weights, those after `epoch` (1-based) with
+/// `test_accuracy`: written into a fresh folder, then `best.json` switched to it, then
+/// older best folders removed.
+pub fn save_best(
+    out: impl AsRef<Path>,
+    model: &Model,
+    epoch: usize,
+    test_accuracy: f64,
+) -> Result<()> {
+    let out = out.as_ref();
+    let root = out.join(CHECKPOINTS_DIR);
+    let name = format!("{BEST_PREFIX}epoch{epoch:04}");
+    let dir = root.join(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::file(&dir, e))?;
+    model.save_weights(dir.join(MODEL_FILE))?;
+    let best = Best {
+        dir: format!("{CHECKPOINTS_DIR}/{name}"),
+        epoch,
+        test_accuracy,
+    };
+    atomic::write_json(&out.join(BEST_FILE), &best)?;
+    for entry in std::fs::read_dir(&root)
+        .map_err(|e| TrainError::file(&root, e))?
+        .flatten()
+    {
+        let file_name = entry.file_name();
+        if file_name != name.as_str() && file_name.to_string_lossy().starts_with(BEST_PREFIX) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The run's `best.json`, if it has one.
+pub fn read_best(out: impl AsRef<Path>) -> Result<Option<Best>> {
+    let path = out.as_ref().join(BEST_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(atomic::read_json(&path)?))
+}
+
+/// Forgets the best weights (a fresh run in a folder that held a run stopped before its
+/// first checkpoint).
+pub(crate) fn clear_best(out: &Path) -> Result<()> {
+    let path = out.join(BEST_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(TrainError::file(&path, e)),
+    }
+}
+
+/// The weights file `which` names and the finished epochs it holds.
+pub fn weights_file(out: impl AsRef<Path>, which: Weights) -> Result<(PathBuf, usize)> {
+    let out = out.as_ref();
+    match which {
+        Weights::Last => {
+            let epochs = read_state(out)?.map_or(0, |s| s.epoch);
+            Ok((model_file(out)?, epochs))
+        }
+        Weights::Best => match read_best(out)? {
+            Some(best) => Ok((out.join(best.dir).join(MODEL_FILE), best.epoch)),
+            None => Err(TrainError::file(
+                out,
+                "no best weights here (no best.json): the run has not finished an epoch, \
+                 or was trained before best weights were kept",
+            )),
+        },
+    }
+}
+
 /// The current checkpoint's folder, if the run has one.
-pub fn current(out: &Path) -> Result<Option<PathBuf>> {
+pub fn current(out: impl AsRef<Path>) -> Result<Option<PathBuf>> {
+    let out = out.as_ref();
     let path = out.join(POINTER_FILE);
     if !path.is_file() {
         return Ok(None);
@@ -126,7 +235,8 @@ pub fn current(out: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// The current checkpoint's weights file.
-pub fn model_file(out: &Path) -> Result<PathBuf> {
+pub fn model_file(out: impl AsRef<Path>) -> Result<PathBuf> {
+    let out = out.as_ref();
     match current(out)? {
         Some(dir) => Ok(dir.join(MODEL_FILE)),
         None => Err(TrainError::file(
@@ -137,19 +247,29 @@ pub fn model_file(out: &Path) -> Result<PathBuf> {
 }
 
 /// Loads the current checkpoint into `model`; returns the optimiser and training state.
-pub fn load(out: &Path, model: &Model, device: &Device) -> Result<(OptimizerState, TrainState)> {
+pub fn load(
+    out: impl AsRef<Path>,
+    model: &Model,
+    device: &Device,
+) -> Result<(OptimizerState, TrainState)> {
+    let out = out.as_ref();
     let dir = current(out)?.ok_or_else(|| TrainError::Resume {
         path: out.to_path_buf(),
         what: "no checkpoint to resume from".into(),
     })?;
-    model.load_weights(&dir.join(MODEL_FILE))?;
-    let opt = OptimizerState::load(&dir.join(OPTIMIZER_FILE), device)?;
+    model.load_weights(dir.join(MODEL_FILE))?;
+    let opt = OptimizerState::load(dir.join(OPTIMIZER_FILE), device)?;
     let state: TrainState = atomic::read_json(&dir.join(STATE_FILE))?;
     Ok((opt, state))
 }
 
 /// Writes `config.json` and `classes.json` into `out` (created if missing).
-pub fn write_run_files(out: &Path, cfg: &RunConfig, classes: &[ClassInfo]) -> Result<()> {
+pub fn write_run_files(
+    out: impl AsRef<Path>,
+    cfg: &RunConfig,
+    classes: &[ClassInfo],
+) -> Result<()> {
+    let out = out.as_ref();
     std::fs::create_dir_all(out)
         .map_err(|e| TrainError::file(out, format!("cannot create the run folder: {e}")))?;
     atomic::write_json(&out.join(CONFIG_FILE), cfg)?;
@@ -157,7 +277,8 @@ pub fn write_run_files(out: &Path, cfg: &RunConfig, classes: &[ClassInfo]) -> Re
 }
 
 /// Reads a run folder's `config.json`.
-pub fn read_config(out: &Path) -> Result<RunConfig> {
+pub fn read_config(out: impl AsRef<Path>) -> Result<RunConfig> {
+    let out = out.as_ref();
     let path = out.join(CONFIG_FILE);
     if !path.is_file() {
         return Err(TrainError::file(out, "not a run folder (no config.json)"));
@@ -166,12 +287,14 @@ pub fn read_config(out: &Path) -> Result<RunConfig> {
 }
 
 /// Reads a run folder's `classes.json`.
-pub fn read_classes(out: &Path) -> Result<Vec<ClassInfo>> {
+pub fn read_classes(out: impl AsRef<Path>) -> Result<Vec<ClassInfo>> {
+    let out = out.as_ref();
     atomic::read_json(&out.join(CLASSES_FILE))
 }
 
 /// The verdict and records a run folder holds, for callers that only read.
-pub fn read_state(out: &Path) -> Result<Option<TrainState>> {
+pub fn read_state(out: impl AsRef<Path>) -> Result<Option<TrainState>> {
+    let out = out.as_ref();
     match current(out)? {
         Some(dir) => Ok(Some(atomic::read_json(&dir.join(STATE_FILE))?)),
         None => Ok(None),

@@ -20,6 +20,15 @@ pub enum Device {
 }
 
 impl Device {
+    /// CUDA device 0 when this build has CUDA support and a GPU answers, else the CPU.
+    pub fn auto() -> Device {
+        if cfg!(feature = "cuda") && candle_core::Device::new_cuda(0).is_ok() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }
+    }
+
     /// The candle device; CUDA without the `cuda` feature is a clear error.
     pub fn open(&self) -> Result<candle_core::Device> {
         match *self {
@@ -28,7 +37,7 @@ impl Device {
                 let hint = if cfg!(feature = "cuda") {
                     ""
                 } else {
-                    " (this build has no CUDA support: rebuild with --features cuda)"
+                    " (this build has no CUDA support: rebuild with the cuda feature, e.g. `cargo build --release -p cnn-cli --features cuda`)"
                 };
                 TrainError::Config(format!("cannot open CUDA device {i}: {e}{hint}"))
             }),
@@ -47,16 +56,19 @@ impl std::fmt::Display for Device {
 
 impl std::str::FromStr for Device {
     type Err = String;
-    /// `cpu`, `cuda` (ordinal 0) or `cuda:N`.
+    /// `auto` ([`Device::auto`]), `cpu`, `cuda` (ordinal 0) or `cuda:N`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Device::auto()),
             "cpu" => Ok(Device::Cpu),
             "cuda" | "gpu" => Ok(Device::Cuda(0)),
             other => other
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
-                .ok_or_else(|| format!("unknown device '{s}' (expected cpu, cuda or cuda:N)")),
+                .ok_or_else(|| {
+                    format!("unknown device '{s}' (expected auto, cpu, cuda or cuda:N)")
+                }),
         }
     }
 }
@@ -193,5 +205,24 @@ impl RunConfig {
     pub fn lr_at(&self, epoch: usize) -> f64 {
         self.schedule
             .lr(self.lr, self.warmup.as_ref(), epoch, self.epochs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Device;
+
+    #[test]
+    fn devices_parse_by_name() {
+        assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
+        assert_eq!("cuda:2".parse::<Device>(), Ok(Device::Cuda(2)));
+        // Without the cuda feature, auto can only be the CPU; with it, whichever answers.
+        let auto = "Auto".parse::<Device>().unwrap();
+        assert_eq!(auto, Device::auto());
+        if !cfg!(feature = "cuda") {
+            assert_eq!(auto, Device::Cpu);
+        }
+        let err = "tpu".parse::<Device>().unwrap_err();
+        assert!(err.contains("expected auto, cpu, cuda or cuda:N"), "{err}");
     }
 }

@@ -4,7 +4,10 @@
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use candle_core::{Device, Tensor};
-use cnn_data::{Batch, ClassInfo, LastBatch, Loader, LoaderConfig, Order, Split, Transform};
+use cnn_data::{
+    Batch, ClassInfo, LastBatch, Loader, LoaderConfig, Order, Skipped, Split, Transform,
+};
+use std::collections::BTreeMap;
 
 /// An opened data source with its two loaders.
 pub struct Data {
@@ -14,6 +17,30 @@ pub struct Data {
     pub classes: Vec<ClassInfo>,
     pub train: Loader,
     pub test: Loader,
+    /// Bad files left out when the source was opened (`BadFilePolicy::Skip`).
+    pub skipped_at_open: Vec<Skipped>,
+}
+
+impl Data {
+    /// Every bad file left out so far, by path: those found when the source was opened and
+    /// those the loaders have found decoding.
+    pub fn skipped(&self) -> Vec<Skipped> {
+        skipped_files(&self.skipped_at_open, &[&self.train, &self.test])
+    }
+}
+
+/// `at_open` and the files `loaders` left out, each path once, in path order.
+pub fn skipped_files(at_open: &[Skipped], loaders: &[&Loader]) -> Vec<Skipped> {
+    let mut all: BTreeMap<_, _> = at_open
+        .iter()
+        .map(|s| (s.path.clone(), s.reason.clone()))
+        .collect();
+    for loader in loaders {
+        all.extend(loader.skipped().into_iter().map(|s| (s.path, s.reason)));
+    }
+    all.into_iter()
+        .map(|(path, reason)| Skipped { path, reason })
+        .collect()
 }
 
 /// Opens `cfg.data.source` and builds a shuffled, augmented train loader and an in-order
@@ -46,6 +73,7 @@ pub fn open_data(cfg: &RunConfig) -> Result<Data> {
         classes: dataset.classes.clone(),
         train: Loader::new(&dataset.train, base)?,
         test: eval_loader(cfg, &dataset.test)?,
+        skipped_at_open: dataset.skipped.clone(),
     })
 }
 

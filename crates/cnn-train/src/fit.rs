@@ -18,10 +18,12 @@ use crate::metrics::{write_metrics, EpochRecord};
 use crate::optim::OptimizerState;
 use crate::step::{train_step, Step};
 use crate::{atomic, floats};
+use cnn_data::Skipped;
 use cnn_models::Model;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -60,6 +62,9 @@ pub struct Report {
     pub test_images: usize,
     /// Wall time of this session, seconds.
     pub session_s: f64,
+    /// Bad image files left out (`BadFilePolicy::Skip`), as this session found them.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
 }
 
 impl Report {
@@ -166,6 +171,7 @@ fn run(
         verdict: judge(&state.records, cfg.num_classes, &cfg.divergence),
         opt,
         state,
+        skips_logged: BTreeSet::new(),
     };
     run.announce();
     let mut why = Stop::Finished;
@@ -208,6 +214,7 @@ fn open_run_folder(
                 });
             }
             checkpoint::write_run_files(out, cfg, &data.classes)?;
+            checkpoint::clear_best(out)?;
             reset_log(out)?;
             Ok((
                 OptimizerState::new(cfg.optimizer, cfg.weight_decay),
@@ -248,9 +255,24 @@ struct Session<'a> {
     verdict: Verdict,
     opt: OptimizerState,
     state: TrainState,
+    /// Bad files already named in the log.
+    skips_logged: BTreeSet<PathBuf>,
 }
 
 impl Session<'_> {
+    /// Names in the log each bad file left out since the last call; returns how many
+    /// have been left out in all.
+    fn log_skips(&mut self) -> usize {
+        let skipped = self.data.skipped();
+        for s in &skipped {
+            if self.skips_logged.insert(s.path.clone()) {
+                let line = format!("Skipped bad file {}: {}", s.path.display(), s.reason);
+                self.log.line(&line);
+            }
+        }
+        skipped.len()
+    }
+
     /// Tells the caller what is about to run, and logs where a resumed run continues.
     fn announce(&mut self) {
         let (state, data) = (&self.state, self.data);
@@ -272,6 +294,7 @@ impl Session<'_> {
             self.log.line(&line);
         }
         self.log.line(&log::total_images(data.train.len()));
+        self.log_skips();
     }
 
     /// Whether a resumed run already stopped for not converging (its records say so and
@@ -300,7 +323,13 @@ impl Session<'_> {
         loop {
             let t0 = Instant::now();
             let Some(batch) = iter.next() else { break };
-            let (x, y) = to_tensors(batch?, &device)?;
+            let batch = batch?;
+            if batch.labels.is_empty() {
+                // Every image of the batch was a bad file, skipped: nothing to train on.
+                batch_index += 1;
+                continue;
+            }
+            let (x, y) = to_tensors(batch, &device)?;
             let n = y.elem_count();
             device.synchronize()?;
             let data_s = t0.elapsed().as_secs_f64();
@@ -399,6 +428,7 @@ impl Session<'_> {
             device_total_bytes: self.sampler.last.map(|(_, total)| total),
         };
         let train_s = sums.time.train_s();
+        let skipped_files = self.log_skips();
         let record = EpochRecord {
             epoch: epoch + 1,
             lr: cfg.lr_at(epoch),
@@ -415,8 +445,10 @@ impl Session<'_> {
                 0.0
             },
             memory,
+            skipped_files,
         };
         self.log.line(&log::epoch_line(&record));
+        self.keep_if_best(&record)?;
         let state = &mut self.state;
         state.records.push(record);
         state.epoch += 1;
@@ -426,6 +458,25 @@ impl Session<'_> {
         write_metrics(&cfg.out, &state.records)?;
         checkpoint::save(&cfg.out, model, &self.opt, state)?;
         (self.log.on_event)(&Event::EpochEnd(state.records.last().expect("just pushed")));
+        Ok(())
+    }
+
+    /// Keeps the model as the run's best weights when `record`'s test accuracy beats every
+    /// earlier epoch's (the best weights' on record, else the earlier records').
+    fn keep_if_best(&self, record: &EpochRecord) -> Result<()> {
+        let out = &self.cfg.out;
+        let best = match checkpoint::read_best(out)? {
+            Some(best) => best.test_accuracy,
+            None => self
+                .state
+                .records
+                .iter()
+                .map(|r| r.test_accuracy)
+                .fold(f64::NEG_INFINITY, f64::max),
+        };
+        if record.test_accuracy > best {
+            checkpoint::save_best(out, self.model, record.epoch, record.test_accuracy)?;
+        }
         Ok(())
     }
 
@@ -472,6 +523,7 @@ impl Session<'_> {
             train_images: self.data.train.len(),
             test_images: self.data.test.len(),
             session_s: started.elapsed().as_secs_f64(),
+            skipped: self.data.skipped(),
         };
         atomic::write_json(&self.cfg.out.join(REPORT_FILE), &report)?;
         (self.log.on_event)(&Event::Finished(&report));

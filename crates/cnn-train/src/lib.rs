@@ -18,6 +18,7 @@
 //! ```
 
 mod atomic;
+mod cam;
 pub mod checkpoint;
 mod config;
 mod console;
@@ -36,9 +37,11 @@ mod schedule;
 mod step;
 mod tuning;
 
+pub use cam::{PhotoCam, MIN_CAM_SIDE};
+pub use checkpoint::Weights;
 pub use config::{DataConfig, Device, RunConfig};
 pub use console::{timing_line, Console, Display};
-pub use data::{batches, eval_loader, eval_transform, open_data, to_tensors, Data};
+pub use data::{batches, eval_loader, eval_transform, open_data, skipped_files, to_tensors, Data};
 pub use divergence::{is_stuck, judge, DivergenceRule, OnStuck, Verdict};
 pub use error::TrainError;
 pub use evaluate::{evaluate, Evaluation};
@@ -46,7 +49,7 @@ pub use fit::{build_model, dropout_seed, fit, Event, Report, Start, Stop};
 pub use memory::Memory;
 pub use metrics::{write_metrics, EpochRecord, Timing};
 pub use optim::{Optimizer, OptimizerState};
-pub use run::{open_run, top_k, Guess, TrainedRun};
+pub use run::{open_run, open_run_with, top_k, Guess, TrainedRun};
 pub use schedule::{Schedule, Warmup};
 pub use step::{train_step, Step, StepTimes};
 pub use tuning::{on_compute_pool, tune_for_training};

@@ -56,11 +56,15 @@ pub struct EpochRecord {
     /// Training images per second of training time (`train_images / time.train_s()`).
     pub images_per_sec: f64,
     pub memory: Memory,
+    /// Bad image files left out so far (found when the data was opened or decoded), under
+    /// `BadFilePolicy::Skip`; `train.log` and the report name them.
+    #[serde(default)]
+    pub skipped_files: usize,
 }
 
 const CSV_HEADER: &str = "epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy,train_images,test_images,\
 data_s,forward_s,backward_s,optimizer_s,eval_s,total_s,images_per_sec,peak_rss_bytes,params_bytes,grads_bytes,\
-optimizer_bytes,device_used_bytes,device_peak_bytes,device_total_bytes";
+optimizer_bytes,device_used_bytes,device_peak_bytes,device_total_bytes,skipped_files";
 
 fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
@@ -70,7 +74,7 @@ impl EpochRecord {
     fn csv_row(&self) -> String {
         let (t, m) = (&self.time, &self.memory);
         format!(
-            "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{},{},{},{},{},{},{},{}",
             self.epoch,
             self.lr,
             self.train_loss,
@@ -93,13 +97,15 @@ impl EpochRecord {
             opt(m.device_used_bytes),
             opt(m.device_peak_bytes),
             opt(m.device_total_bytes),
+            self.skipped_files,
         )
     }
 }
 
 /// Rewrites `metrics.jsonl` (one JSON object per epoch) and `metrics.csv` in `dir` from
 /// `records`, each atomically, so after a resume they hold exactly the run's epochs.
-pub fn write_metrics(dir: &Path, records: &[EpochRecord]) -> Result<()> {
+pub fn write_metrics(dir: impl AsRef<Path>, records: &[EpochRecord]) -> Result<()> {
+    let dir = dir.as_ref();
     let mut jsonl = String::new();
     let mut csv = format!("{CSV_HEADER}\n");
     for r in records {

@@ -28,6 +28,7 @@ fn record(epoch: usize, loss: f64, train: f64, test: f64) -> EpochRecord {
         time: Timing::default(),
         images_per_sec: 0.0,
         memory: Memory::default(),
+        skipped_files: 0,
     }
 }
 

@@ -93,11 +93,14 @@ fn seed_determinism_and_resume_equivalence() {
     assert_eq!(jsonl.lines().count(), EPOCHS);
     let csv = std::fs::read_to_string(mid_dir.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), EPOCHS + 1);
-    // Only the current checkpoint is kept, and no temporary file is left behind.
-    let kept: Vec<_> = std::fs::read_dir(mid_dir.join("checkpoints"))
+    // Only the current checkpoint and the best weights are kept, and no temporary file is
+    // left behind.
+    let kept: Vec<String> = std::fs::read_dir(mid_dir.join("checkpoints"))
         .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(kept.len(), 1);
+    let best = kept.iter().filter(|n| n.starts_with("best-")).count();
+    assert_eq!((kept.len() - best, best), (1, 1), "{kept:?}");
     for entry in walk(&mid_dir) {
         assert!(
             !entry.to_string_lossy().ends_with(".tmp"),

@@ -128,7 +128,8 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
             let report = train(&exp, &mut config, &seed_out, args.force, stop)?;
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 bail!(
-                    "interrupted: run `cargo xtask reproduce` again to resume from the last checkpoint"
+                    "interrupted: run `{}` again to resume from the last checkpoint",
+                    command_line()
                 );
             }
             runs.push(RunResult {
@@ -146,7 +147,7 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
     let measured = Measurements {
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         sgemm_gflops: Some(sgemm_gflops),
-        photos: report::predict_photos(first_seed(&runs), &photos_dir)?,
+        photos: report::predict_photos(first_seed(&runs), &photos_dir, &out)?,
         best: report::evaluate_best(first_seed(&runs))?,
     };
     let json = serde_json::to_string_pretty(&measured)?;
@@ -304,6 +305,23 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// This command as typed (`cargo xtask reproduce --profile cpu --out DIR`), each word
+/// quoted for a shell where it needs it: what to run again to continue.
+fn command_line() -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
+    let words = std::env::args().skip(1).map(|w| {
+        if !w.is_empty() && w.chars().all(safe) {
+            w
+        } else {
+            format!("'{}'", w.replace('\'', r"'\''"))
+        }
+    });
+    std::iter::once("cargo xtask".to_string())
+        .chain(words)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A flag set by Ctrl-C: the trainer saves a checkpoint and returns.

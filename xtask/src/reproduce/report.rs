@@ -16,13 +16,32 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// Top-3 guesses of every run (index as in `runs`) for every photo.
+/// Top-3 guesses of every run (index as in `runs`) for every photo, and where each run
+/// looks for its top class (Grad-CAM).
 #[derive(Serialize, Deserialize)]
 pub struct Photos {
     pub files: Vec<PathBuf>,
     /// `guesses[run][photo]`.
     pub guesses: Vec<Vec<Vec<Guess>>>,
+    /// `cams[run][photo]` (none in reproductions made before the maps were drawn).
+    #[serde(default)]
+    pub cams: Vec<Vec<CamPicture>>,
 }
+
+/// One run's Grad-CAM picture of one photo.
+#[derive(Serialize, Deserialize)]
+pub struct CamPicture {
+    /// The PNG, relative to the report.
+    pub file: PathBuf,
+    /// The module whose map it is, and the map's rows and columns.
+    pub layer: String,
+    pub map: [usize; 2],
+    /// Why the map cannot show where the model looks, when it is too coarse.
+    pub note: Option<String>,
+}
+
+/// Side of the Grad-CAM pictures in the report, pixels.
+const CAM_SIDE: u32 = 128;
 
 /// The best run (highest final test accuracy) and its evaluation on the test split.
 #[derive(Serialize, Deserialize)]
@@ -66,9 +85,14 @@ fn photo_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-pub fn predict_photos(runs: &[RunResult], dir: &Path) -> Result<Photos> {
+/// Every run's top-3 for every photo in `dir`, and its Grad-CAM picture written under
+/// `out/cams/`.
+pub fn predict_photos(runs: &[RunResult], dir: &Path, out: &Path) -> Result<Photos> {
     let files = photo_files(dir)?;
+    let cam_dir = out.join("cams");
+    std::fs::create_dir_all(&cam_dir).with_context(|| format!("creating {}", cam_dir.display()))?;
     let mut guesses = Vec::new();
+    let mut cams = Vec::new();
     for r in runs {
         let trained = cnn_train::open_run(&r.config.out, &candle_core::Device::Cpu)?;
         let per_photo = files
@@ -76,8 +100,29 @@ pub fn predict_photos(runs: &[RunResult], dir: &Path) -> Result<Photos> {
             .map(|f| trained.top_k(f, 3))
             .collect::<Result<Vec<_>, _>>()?;
         guesses.push(per_photo);
+        // The run's folder under `out` names its pictures (unique across the plan).
+        let run = r.config.out.strip_prefix(out).unwrap_or(&r.config.out);
+        let run = run.to_string_lossy().replace(['/', '\\'], "-");
+        let mut pictures = Vec::new();
+        for f in &files {
+            let cam = trained.photo_cam(f, CAM_SIDE)?;
+            let stem = f.file_stem().unwrap_or_default().to_string_lossy();
+            let file = PathBuf::from("cams").join(format!("{stem}-{run}.png"));
+            cnn_data::save_png(&cam.picture, out.join(&file))?;
+            pictures.push(CamPicture {
+                file,
+                layer: cam.cam.layer.to_string(),
+                map: [cam.cam.height, cam.cam.width],
+                note: cam.note,
+            });
+        }
+        cams.push(pictures);
     }
-    Ok(Photos { files, guesses })
+    Ok(Photos {
+        files,
+        guesses,
+        cams,
+    })
 }
 
 pub fn evaluate_best(runs: &[RunResult]) -> Result<Best> {
@@ -517,11 +562,23 @@ fn write_photos(md: &mut String, input: &Input) -> Result<()> {
             file.file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         )?;
-        for guesses in &photos.guesses {
-            let cell: Vec<String> = guesses[p]
+        for (r, guesses) in photos.guesses.iter().enumerate() {
+            let mut cell: Vec<String> = guesses[p]
                 .iter()
                 .map(|g| format!("{} {:.0} %", g.name, 100.0 * g.probability))
                 .collect();
+            if let Some(cam) = photos.cams.get(r).and_then(|c| c.get(p)) {
+                cell.push(format!(
+                    "<img src=\"{}\" width=\"{CAM_SIDE}\" alt=\"Grad-CAM, {} {}x{}\">",
+                    cam.file.display(),
+                    cam.layer,
+                    cam.map[0],
+                    cam.map[1]
+                ));
+                if let Some(note) = &cam.note {
+                    cell.push(format!("<i>{note}</i>"));
+                }
+            }
             write!(md, " {} |", cell.join("<br>"))?;
         }
         writeln!(md)?;
@@ -529,7 +586,32 @@ fn write_photos(md: &mut String, input: &Input) -> Result<()> {
     writeln!(md, "\nTop-3 classes with their softmax probabilities. None of these photos shows a class of the training set \
         (china.jpg, a temple, is nearest to \"church\"): each model can only answer with one of its 10 classes, and what it \
         picks shows what it learned from its data set.\n")?;
+    if let Some(maps) = cam_layers(input) {
+        writeln!(md, "Under each answer, the Grad-CAM of its top class (`cnn predict --cam`): the photo as the model saw it with \
+            the class-activation map of its last convolutional stage over it, red where the evidence for that class lies. The \
+            maps: {maps}; under 4x4 a map is too coarse to say where a model looks, and the picture says so.\n")?;
+    }
     Ok(())
+}
+
+/// `AlexNet (d2l) 11 5x5, ResNet18 layer4.1 4x4, ...`: each run's CAM layer and map size,
+/// once per model; `None` without maps.
+fn cam_layers(input: &Input) -> Option<String> {
+    let mut seen = Vec::new();
+    for (r, cams) in input.runs.iter().zip(&input.photos.cams) {
+        let cam = cams.first()?;
+        let line = format!(
+            "{} `{}` {}x{}",
+            model_name(&r.config.arch),
+            cam.layer,
+            cam.map[0],
+            cam.map[1]
+        );
+        if !seen.contains(&line) {
+            seen.push(line);
+        }
+    }
+    (!seen.is_empty()).then(|| seen.join(", "))
 }
 
 fn write_confusion(md: &mut String, best: &Best) -> Result<()> {

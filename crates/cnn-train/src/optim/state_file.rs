@@ -21,7 +21,8 @@ const OHWI: &str = "ohwi";
 
 impl OptimizerState {
     /// Writes the state to `path` atomically (temporary file, then rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         let json = |v: serde_json::Result<String>| v.map_err(|e| TrainError::file(path, e));
         let meta = HashMap::from([
             (RULE.to_string(), json(serde_json::to_string(&self.rule))?),
@@ -52,7 +53,8 @@ impl OptimizerState {
     }
 
     /// Reads a state written by [`OptimizerState::save`], placing its tensors on `device`.
-    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
         let bad =
             |what: String| TrainError::file(path, format!("not an optimiser state file: {what}"));
         let bytes = std::fs::read(path).map_err(|e| TrainError::file(path, e))?;
