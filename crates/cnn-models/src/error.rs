@@ -54,6 +54,14 @@ pub enum ModelError {
         wrong_shapes: Vec<(String, Vec<usize>, Vec<usize>)>,
     },
 
+    #[error("{path}: no tensor matches {arch} by name and shape (the file holds {sample})")]
+    NothingToLoad {
+        path: PathBuf,
+        arch: String,
+        /// A few of the file's tensor names.
+        sample: String,
+    },
+
     #[error("{path}: cannot write weights: {reason}")]
     Unwritable { path: PathBuf, reason: String },
 
