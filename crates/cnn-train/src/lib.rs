@@ -25,6 +25,7 @@ mod data;
 mod divergence;
 mod error;
 mod evaluate;
+mod finetune;
 mod fit;
 mod floats;
 pub mod log;
@@ -36,7 +37,7 @@ mod schedule;
 mod step;
 mod tuning;
 
-pub use config::{DataConfig, Device, RunConfig};
+pub use config::{DataConfig, Device, InitFrom, RunConfig};
 pub use console::{timing_line, Console, Display};
 pub use data::{batches, eval_loader, eval_transform, open_data, to_tensors, Data};
 pub use divergence::{is_stuck, judge, DivergenceRule, OnStuck, Verdict};

@@ -82,6 +82,7 @@ impl OptimizerState {
             steps,
             slots,
             host_slots: BTreeMap::new(),
+            lr_factors: BTreeMap::new(),
         })
     }
 }
