@@ -1,7 +1,9 @@
 //! `cnn`: a thin command line over the toolkit's crates; each command is one call into them.
 
+mod convert;
 mod data_arg;
 mod eval;
+mod init_arg;
 mod predict;
 mod shared_args;
 mod shell;
@@ -29,6 +31,8 @@ enum Command {
     Predict(predict::Args),
     /// Print a network's layer table: output shapes, parameters, memory estimate.
     Summary(summary::Args),
+    /// Convert a PyTorch .pth checkpoint to safetensors, checked against an architecture.
+    Convert(convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Summary(args) => summary::run(args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! the data, and call `cnn_train::fit` with a console and a Ctrl-C handler.
 
 use crate::data_arg::{self, BadFiles};
+use crate::init_arg;
 use crate::shared_args::DEVICE_HELP;
 use crate::shell;
 use anyhow::{bail, Context};
@@ -128,6 +129,16 @@ pub struct Args {
     /// What a run flagged "not converging" does.
     #[arg(long, value_enum, default_value_t = OnStuckArg::Continue)]
     on_stuck: OnStuckArg,
+    #[arg(long, help = init_arg::HELP)]
+    init_from: Option<String>,
+    /// Train only the classifier: the other layers' weights are not updated (BatchNorm's
+    /// running statistics still follow the data) [default: off].
+    #[arg(long, conflicts_with = "backbone_lr_factor")]
+    freeze_backbone: bool,
+    /// Learning rate of every layer but the classifier, as a factor of --lr (0.1 is usual
+    /// for fine-tuning from --init-from).
+    #[arg(long, default_value_t = 1.0)]
+    backbone_lr_factor: f64,
     /// Progress display: auto (bars on a terminal, plain lines otherwise), bars, plain, quiet.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
@@ -181,6 +192,7 @@ const RESUMABLE: &[&str] = &[
     "progress",
     "out",
     "resume",
+    "init_from",
 ];
 
 pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
@@ -204,6 +216,11 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
         same.log_every = saved.log_every;
         same.divergence.on_stuck = saved.divergence.on_stuck;
         same.out = saved.out.clone();
+        if args.init_from.is_some() {
+            eprintln!(
+                "note: --init-from is ignored with --resume: the run continues from its checkpoint"
+            );
+        }
         if same != saved {
             let flags: Vec<String> = matches
                 .ids()
@@ -230,6 +247,11 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
         };
         let mut cfg = RunConfig::new(&args.arch, data_arg::spec(data, split)?, &out);
         apply(&mut cfg, args, &|_| true)?;
+        cfg.init_from = args
+            .init_from
+            .as_deref()
+            .map(init_arg::resolve)
+            .transpose()?;
         (cfg, Start::Fresh)
     };
     if let Some(n) = cfg.threads {
@@ -272,6 +294,13 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
                 .map_or(String::new(), |n| format!(" ({n} threads)")),
         )?;
         writeln!(out, "data: {}", data.description)?;
+        if cfg.backbone_lr_factor != 1.0 {
+            let backbone = match cfg.backbone_lr_factor {
+                0.0 => "frozen (only the classifier trains)".to_string(),
+                f => format!("lr x{f}"),
+            };
+            writeln!(out, "backbone: {backbone}")?;
+        }
         writeln!(out, "run folder: {}", cfg.out.display())?;
     }
     let model = build_model(&cfg)?;
@@ -430,6 +459,12 @@ fn apply(cfg: &mut RunConfig, a: &Args, take: &dyn Fn(&str) -> bool) -> anyhow::
     }
     if take("log_every") {
         cfg.log_every = a.log_every;
+    }
+    if take("freeze_backbone") || take("backbone_lr_factor") {
+        cfg.backbone_lr_factor = match a.freeze_backbone {
+            true => 0.0,
+            false => a.backbone_lr_factor,
+        };
     }
     if take("stuck_epochs") {
         cfg.divergence.window = a.stuck_epochs;

@@ -595,3 +595,117 @@ fn help_documents_every_flag_with_its_default() {
         assert!(b.contains("default"), "no default documented: {b}");
     }
 }
+
+/// A fixture of cnn-models' `.pth` tests (made with PyTorch, see its script).
+fn pth_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cnn-models/tests/data")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn convert_checks_the_architecture_and_init_from_fine_tunes() {
+    let t = tempfile::tempdir().unwrap();
+    let converted = t.path().join("converted.safetensors");
+    let conv = converted.to_str().unwrap();
+    // A state dict of another network, and a pickle that is no state dict: one-line errors.
+    assert_clean_error(
+        &cnn(&[
+            "convert",
+            &pth_fixture("bare.pth"),
+            conv,
+            "--arch",
+            "resnet18",
+        ]),
+        "bare.pth: does not match resnet18",
+    );
+    assert_clean_error(
+        &cnn(&[
+            "convert",
+            &pth_fixture("not_a_state_dict.pth"),
+            conv,
+            "--arch",
+            "resnet18",
+        ]),
+        "not_a_state_dict.pth: cannot read weights: holds no tensors, so it is not a state dict",
+    );
+    assert!(!converted.exists(), "nothing written on an error");
+
+    let Some(shared) = shared() else { return };
+    let data = t.path().join("data");
+    tiny_dataset(&shared, &data, 2);
+    let first = t.path().join("first");
+    let (data_s, first_s) = (data.to_str().unwrap(), first.to_str().unwrap());
+    assert_ok(&cnn(&train_args(data_s, first_s, "1")));
+    let weights = first.join("checkpoints/epoch0001-batch000000/model.safetensors");
+    let weights_s = weights.to_str().unwrap();
+
+    let o = cnn(&["convert", weights_s, conv, "--arch", "resnet18"]);
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("resnet18 for 10 classes, 102 tensors -> "),
+        "{}",
+        stdout(&o)
+    );
+    assert_clean_error(
+        &cnn(&["convert", weights_s, conv, "--arch", "resnet18"]),
+        "already exists (pass --force",
+    );
+    assert_clean_error(
+        &cnn(&["convert", weights_s, conv, "--arch", "alexnet", "--force"]),
+        "does not match alexnet",
+    );
+
+    let tuned = t.path().join("tuned");
+    let tuned_s = tuned.to_str().unwrap();
+    let mut args = train_args(data_s, tuned_s, "1");
+    args.extend(["--init-from", conv, "--freeze-backbone", "--seed", "3"]);
+    let o = cnn(&args);
+    assert_ok(&o);
+    let out = stdout(&o);
+    assert!(
+        out.contains("backbone: frozen") && out.contains("loaded 102 of 102 tensors"),
+        "{out}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["init_from"]["source"], conv);
+    assert_eq!(config["backbone_lr_factor"], 0.0);
+
+    // --resume keeps the checkpoint's weights and says the flag is ignored.
+    let mut args = train_args(data_s, tuned_s, "2");
+    args.extend(["--resume", "--init-from", "/no/such.pth"]);
+    let o = cnn(&args);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("--init-from is ignored with --resume"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Files that cannot start a run: clean errors, no run folder left behind.
+    let other = t.path().join("other");
+    let mut args = train_args(data_s, other.to_str().unwrap(), "1");
+    args.extend(["--init-from", "/no/such.pth"]);
+    assert_clean_error(&cnn(&args), "/no/such.pth: no such weights file");
+    let bare = pth_fixture("bare.pth");
+    let mut args = train_args(data_s, other.to_str().unwrap(), "1");
+    args.extend(["--init-from", &bare]);
+    assert_clean_error(&cnn(&args), "no tensor matches resnet18");
+    assert!(!other.join("config.json").exists());
+    let hub = t.path().join("hf");
+    let mut args = train_args(data_s, other.to_str().unwrap(), "1");
+    args.extend(["--init-from", "hub:someone/net/model.safetensors"]);
+    let o = Command::new(CNN)
+        .args(&args)
+        .env("HF_HUB_CACHE", &hub)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_clean_error(
+        &o,
+        "model.safetensors of someone/net is not in the local hub cache",
+    );
+}

@@ -35,7 +35,7 @@ pub use resize::{resize_bilinear, resize_shorter};
 pub use rgb::Rgb8;
 pub use source::cifar::CIFAR10_CLASSES;
 pub use source::folder::LABELS_FILE;
-pub use source::hub::hub_cache_dir;
+pub use source::hub::{hub_cache_dir, hub_file};
 pub use source::idx::FASHION_MNIST_CLASSES;
 pub use spec::{
     open, BadFilePolicy, Check, DataSpec, FolderOptions, PerClass, SplitRule, SyntheticSpec,

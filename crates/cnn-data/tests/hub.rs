@@ -1,18 +1,24 @@
-//! Hub datasets from a fake local hub cache under a temp `HF_HOME` (no network).
+//! Hub datasets and model files from a fake local hub cache under a temp `HF_HOME` (no
+//! network: `HF_HUB_OFFLINE` is set, so a `hub-download` build reads the cache only too).
 //! One test function: it sets process-wide environment variables.
 
 mod common;
 
 use std::path::Path;
 
-use cnn_data::{hub_cache_dir, open, DataSpec};
+use cnn_data::{hub_cache_dir, hub_file, open, DataSpec};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// Lays out `datasets--OWNER--NAME/{refs/main, blobs/, snapshots/<sha>/...}` with the
 /// snapshot files as symlinks into `blobs/`, as the hub clients do.
 fn fake_repo(hub: &Path, repo_id: &str, files: &[(&str, Vec<u8>)]) {
-    let repo = hub.join(format!("datasets--{}", repo_id.replace('/', "--")));
+    fake_repo_of("datasets", hub, repo_id, files)
+}
+
+/// [`fake_repo`] for repositories of `kind` (`datasets`, `models`).
+fn fake_repo_of(kind: &str, hub: &Path, repo_id: &str, files: &[(&str, Vec<u8>)]) {
+    let repo = hub.join(format!("{kind}--{}", repo_id.replace('/', "--")));
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::create_dir_all(repo.join("blobs")).unwrap();
     std::fs::write(repo.join("refs/main"), SHA).unwrap();
@@ -120,4 +126,73 @@ fn hub_cache_is_read_offline() {
     .to_string();
     assert!(e.contains("revision \"v2\" not cached"), "{e}");
     assert!(open(&DataSpec::hub("../etc")).is_err());
+
+    model_files_are_found_in_the_cache(&hub);
+}
+
+/// `hub_file` (what `--init-from hub:OWNER/NAME/FILE` reads) on a model repository.
+fn model_files_are_found_in_the_cache(hub: &Path) {
+    let weights = b"not really safetensors".to_vec();
+    fake_repo_of(
+        "models",
+        hub,
+        "someone/resnet",
+        &[
+            ("model.safetensors", weights.clone()),
+            ("sub/ckpt.pth", weights.clone()),
+        ],
+    );
+    let snap = hub.join("models--someone--resnet/snapshots").join(SHA);
+    let path = hub_file("someone/resnet", "main", "model.safetensors").unwrap();
+    assert_eq!(path, snap.join("model.safetensors"));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        weights,
+        "read through the symlink"
+    );
+    assert_eq!(
+        hub_file("someone/resnet", "main", "sub/ckpt.pth").unwrap(),
+        snap.join("sub/ckpt.pth")
+    );
+    // A commit hash as the revision (hf-hub only reads refs/<revision>).
+    assert_eq!(
+        hub_file("someone/resnet", SHA, "model.safetensors").unwrap(),
+        snap.join("model.safetensors")
+    );
+    // A ref file ending in a newline, as some tools write it.
+    std::fs::write(
+        hub.join("models--someone--resnet/refs/v1"),
+        format!("{SHA}\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        hub_file("someone/resnet", "v1", "model.safetensors").unwrap(),
+        snap.join("model.safetensors")
+    );
+
+    let e = hub_file("someone/resnet", "main", "absent.pth")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("absent.pth") && e.contains("hf download someone/resnet absent.pth"),
+        "{e}"
+    );
+    let e = hub_file("nobody/net", "main", "model.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("models--nobody--net") && e.contains("not in the local hub cache"),
+        "{e}"
+    );
+    let e = hub_file("someone/resnet", "v2", "model.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("revision \"v2\" not cached"), "{e}");
+    for bad in ["../model.safetensors", "/etc/passwd", "", "a//b"] {
+        let e = hub_file("someone/resnet", "main", bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a path inside the repository"), "{bad}: {e}");
+    }
+    assert!(hub_file("../etc", "main", "passwd").is_err());
 }

@@ -43,7 +43,7 @@ pub enum ModelError {
     #[error("{path}: cannot read weights: {reason}")]
     Unreadable { path: PathBuf, reason: String },
 
-    #[error("{path}: holds a classifier for {file_classes} classes but the model has {model_classes}: pass --num-classes {file_classes}")]
+    #[error("{path}: holds a classifier for {file_classes} classes but the model has {model_classes}: build the model for {file_classes} classes, or load it with init_from (cnn train --init-from), which starts a new classifier")]
     ClassCountMismatch {
         path: PathBuf,
         file_classes: usize,
@@ -58,6 +58,14 @@ pub enum ModelError {
         unexpected: Vec<String>,
         /// (name, shape in the file, shape the model expects)
         wrong_shapes: Vec<(String, Vec<usize>, Vec<usize>)>,
+    },
+
+    #[error("{path}: no tensor matches {arch} by name and shape (the file holds {sample})")]
+    NothingToLoad {
+        path: PathBuf,
+        arch: String,
+        /// A few of the file's tensor names.
+        sample: String,
     },
 
     #[error("{path}: cannot write weights: {reason}")]

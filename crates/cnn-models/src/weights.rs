@@ -51,7 +51,11 @@ impl Model {
         Ok(())
     }
 
-    fn check_matches(&self, path: &Path, file: &HashMap<String, Tensor>) -> Result<(), ModelError> {
+    pub(crate) fn check_matches(
+        &self,
+        path: &Path,
+        file: &HashMap<String, Tensor>,
+    ) -> Result<(), ModelError> {
         let params = self.params().all();
         let known: BTreeSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
         let missing: Vec<String> = params
@@ -104,15 +108,16 @@ impl Model {
         })
     }
 
-    /// The final Linear layer's weight and bias: the last two trainable tensors.
-    fn classifier(&self) -> Vec<&Param> {
+    /// The final Linear layer's weight and bias (the last two trainable tensors): the head
+    /// that fine-tuning replaces.
+    pub fn classifier(&self) -> Vec<&Param> {
         let trainable: Vec<&Param> = self.params().trainable().collect();
         trainable[trainable.len().saturating_sub(2)..].to_vec()
     }
 }
 
 /// `Some(classes in the file)` when the only shape differences are the classifier's rows.
-fn classifier_mismatch(
+pub(crate) fn classifier_mismatch(
     classifier: &[&Param],
     wrong: &[(String, Vec<usize>, Vec<usize>)],
 ) -> Option<usize> {

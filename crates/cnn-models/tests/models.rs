@@ -388,7 +388,7 @@ fn bad_weight_files_are_refused_with_the_reason() {
 
     let e = err(&state(&Model::new("resnet18", 5, 0, &Device::Cpu).unwrap()));
     assert!(
-        e.contains("5 classes") && e.contains("pass --num-classes 5"),
+        e.contains("5 classes") && e.contains("build the model for 5 classes"),
         "{e}"
     );
 

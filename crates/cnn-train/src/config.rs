@@ -141,6 +141,29 @@ pub struct RunConfig {
     pub out: PathBuf,
     pub data: DataConfig,
     pub divergence: DivergenceRule,
+    /// Initial weights from a file instead of `seed` alone (fine-tuning); a resumed run
+    /// takes its checkpoint's and ignores this.
+    #[serde(default)]
+    pub init_from: Option<InitFrom>,
+    /// The learning rate of every tensor but the classifier, as a factor of the run's:
+    /// 1 trains the whole network alike, 0 freezes the backbone (its weights are not
+    /// updated; BatchNorm's running statistics still follow the data, as in PyTorch's
+    /// train mode).
+    #[serde(default = "full_rate")]
+    pub backbone_lr_factor: f64,
+}
+
+fn full_rate() -> f64 {
+    1.0
+}
+
+/// Where a run's initial weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitFrom {
+    /// As the user gave it: a path, or `hub:OWNER/NAME/FILE`.
+    pub source: String,
+    /// The file read (safetensors or PyTorch `.pth`), for a hub file its cache snapshot's.
+    pub path: PathBuf,
 }
 
 impl RunConfig {
@@ -165,6 +188,8 @@ impl RunConfig {
             out: out.into(),
             data: DataConfig::new(source),
             divergence: DivergenceRule::default(),
+            init_from: None,
+            backbone_lr_factor: 1.0,
         }
     }
 
@@ -195,6 +220,12 @@ impl RunConfig {
             return bad(format!(
                 "eval resize must be at least the image size {}",
                 self.image_size
+            ));
+        }
+        if !(self.backbone_lr_factor.is_finite() && self.backbone_lr_factor >= 0.0) {
+            return bad(format!(
+                "the backbone's learning-rate factor must be >= 0, got {}",
+                self.backbone_lr_factor
             ));
         }
         self.optimizer.validate(self.lr, self.weight_decay)?;

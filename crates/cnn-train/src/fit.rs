@@ -12,6 +12,7 @@ use crate::data::{batches, to_tensors, Data};
 use crate::divergence::{judge, OnStuck, Verdict};
 use crate::error::{Result, TrainError};
 use crate::evaluate::evaluate;
+use crate::finetune;
 use crate::log;
 use crate::memory::{self, DeviceSampler, Memory};
 use crate::metrics::{write_metrics, EpochRecord};
@@ -155,7 +156,8 @@ fn run(
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<Report> {
     let started = Instant::now();
-    let (opt, state) = open_run_folder(cfg, model, data, start)?;
+    let (mut opt, state, notes) = open_run_folder(cfg, model, data, start)?;
+    finetune::scale_backbone(cfg, model, &mut opt);
     let mut run = Session {
         cfg,
         model,
@@ -174,6 +176,9 @@ fn run(
         skips_logged: BTreeSet::new(),
     };
     run.announce();
+    for line in notes {
+        run.log.line(&line);
+    }
     let mut why = Stop::Finished;
     if run.stays_stopped() {
         why = Stop::NotConverging;
@@ -196,14 +201,15 @@ fn run(
     run.finish(why, started)
 }
 
-/// A fresh run's folder written, or a resumed run's checkpoint loaded into `model`: the
-/// optimiser and where training stands.
+/// A fresh run's folder written (its initial weights loaded first, if the config names a
+/// file), or a resumed run's checkpoint loaded into `model`: the optimiser, where training
+/// stands, and lines for the log.
 fn open_run_folder(
     cfg: &RunConfig,
     model: &Model,
     data: &Data,
     start: Start,
-) -> Result<(OptimizerState, TrainState)> {
+) -> Result<(OptimizerState, TrainState, Vec<String>)> {
     let out = cfg.out.as_path();
     match start {
         Start::Fresh => {
@@ -213,12 +219,15 @@ fn open_run_folder(
                     checkpoint: dir,
                 });
             }
+            // Before anything is written: a bad file leaves no half-made run behind.
+            let notes = finetune::load_initial_weights(cfg, model)?;
             checkpoint::write_run_files(out, cfg, &data.classes)?;
             checkpoint::clear_best(out)?;
             reset_log(out)?;
             Ok((
                 OptimizerState::new(cfg.optimizer, cfg.weight_decay),
                 TrainState::fresh(cfg.seed),
+                notes,
             ))
         }
         Start::Resume => {
@@ -232,7 +241,14 @@ fn open_run_folder(
             }
             // The config may extend the run (more epochs); save it as the run's config.
             checkpoint::write_run_files(out, cfg, &data.classes)?;
-            Ok((opt, state))
+            let notes = match &cfg.init_from {
+                Some(init) => vec![format!(
+                    "The run started from {}; its checkpoint's weights continue it",
+                    init.source
+                )],
+                None => Vec::new(),
+            };
+            Ok((opt, state, notes))
         }
     }
 }

@@ -26,6 +26,7 @@ mod data;
 mod divergence;
 mod error;
 mod evaluate;
+mod finetune;
 mod fit;
 mod floats;
 pub mod log;
@@ -39,7 +40,7 @@ mod tuning;
 
 pub use cam::{PhotoCam, MIN_CAM_SIDE};
 pub use checkpoint::Weights;
-pub use config::{DataConfig, Device, RunConfig};
+pub use config::{DataConfig, Device, InitFrom, RunConfig};
 pub use console::{timing_line, Console, Display};
 pub use data::{batches, eval_loader, eval_transform, open_data, skipped_files, to_tensors, Data};
 pub use divergence::{is_stuck, judge, DivergenceRule, OnStuck, Verdict};

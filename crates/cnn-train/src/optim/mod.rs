@@ -121,6 +121,9 @@ pub struct OptimizerState {
     /// Slots the CPU path updates in place, as plain vectors with their parameter's shape
     /// (see [`HostStep`]).
     host_slots: BTreeMap<String, (Shape, Vec<f32>)>,
+    /// Per-parameter learning-rate factors (PyTorch's parameter groups, one lr each);
+    /// absent means 1. A factor of 0 freezes: no update, no slots, no weight decay.
+    lr_factors: BTreeMap<String, f64>,
 }
 
 impl OptimizerState {
@@ -131,11 +134,19 @@ impl OptimizerState {
             steps: BTreeMap::new(),
             slots: BTreeMap::new(),
             host_slots: BTreeMap::new(),
+            lr_factors: BTreeMap::new(),
         }
     }
 
+    /// Scales parameter `name`'s learning rate by `factor` in [`Self::step`] (0 freezes it).
+    /// Not saved with the state: the run's config sets it each session.
+    pub fn set_lr_factor(&mut self, name: &str, factor: f64) {
+        self.lr_factors.insert(name.to_string(), factor);
+    }
+
     /// One update of every parameter that has a gradient in `grads` (others are skipped,
-    /// as PyTorch skips parameters whose `.grad` is `None`).
+    /// as PyTorch skips parameters whose `.grad` is `None`), at `lr` times its factor;
+    /// frozen parameters (factor 0) are skipped too, so they stay bit-identical.
     pub fn step<'a>(
         &mut self,
         params: impl IntoIterator<Item = &'a Param>,
@@ -143,8 +154,12 @@ impl OptimizerState {
         lr: f64,
     ) -> Result<()> {
         for p in params {
+            let factor = self.lr_factors.get(&p.name).copied().unwrap_or(1.0);
+            if factor == 0.0 {
+                continue;
+            }
             if let Some(g) = grads.get(p.var.as_tensor()) {
-                self.update(&p.name, &p.var, g, lr)?;
+                self.update(&p.name, &p.var, g, lr * factor)?;
             }
         }
         Ok(())
@@ -521,5 +536,61 @@ mod tests {
         assert_eq!(flush_subnormal(f32::MIN_POSITIVE), f32::MIN_POSITIVE);
         assert_eq!(flush_subnormal(-f32::MIN_POSITIVE / 2.0), 0.0);
         assert_eq!(flush_subnormal(-3.0), -3.0);
+    }
+
+    #[test]
+    fn lr_factors_scale_each_parameter_and_zero_freezes_it() {
+        use cnn_models::{ParamKind, Stored};
+        let param = |name: &str| Param {
+            name: name.into(),
+            var: Var::new(&[1f32, -2.0, 3.0], &Device::Cpu).unwrap(),
+            kind: ParamKind::Trainable,
+            stored: Stored::AsTorch,
+        };
+        let (half, frozen) = (param("half"), param("frozen"));
+        let w = t(&[0.5, 1.5, -2.5]);
+        let mut scaled = OptimizerState::new(Optimizer::sgd(0.9), 0.01);
+        scaled.set_lr_factor("half", 0.5);
+        scaled.set_lr_factor("frozen", 0.0);
+        // Two steps, so momentum and weight decay act on the scaled rate too.
+        for _ in 0..2 {
+            let loss = (half.var.as_tensor().mul(&w).unwrap().sum_all().unwrap()
+                + frozen.var.as_tensor().mul(&w).unwrap().sum_all().unwrap())
+            .unwrap();
+            scaled
+                .step([&half, &frozen], &loss.backward().unwrap(), 0.2)
+                .unwrap();
+        }
+        let mut plain = OptimizerState::new(Optimizer::sgd(0.9), 0.01);
+        let reference = param("reference");
+        for _ in 0..2 {
+            plain
+                .step([&reference], &grads_for(&reference, &w), 0.1)
+                .unwrap();
+        }
+        let bits = |p: &Param| -> Vec<u32> {
+            let v: Vec<f32> = p.var.as_tensor().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        // 0.2 x 0.5 is exactly 0.1, so the updates agree bit for bit.
+        assert_eq!(bits(&half), bits(&reference));
+        assert_eq!(bits(&frozen), bits(&param("x")), "a frozen parameter moved");
+        assert_eq!(scaled.steps("frozen"), 0);
+        assert!(!scaled
+            .slots()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("frozen")));
+    }
+
+    fn grads_for(p: &Param, w: &Tensor) -> GradStore {
+        p.var
+            .as_tensor()
+            .mul(w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
     }
 }

@@ -84,6 +84,7 @@ impl OptimizerState {
             steps,
             slots,
             host_slots: BTreeMap::new(),
+            lr_factors: BTreeMap::new(),
         })
     }
 }
