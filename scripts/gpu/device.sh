@@ -10,6 +10,8 @@
 #  5. one epoch of each network with `cnn train --device cuda` on the Imagenette slice
 #     (images/s and the memory lines); run folders' metrics copied to $OUT.
 # Every section has its own time limit, so one that hangs leaves the others their time.
+# A dry run without a GPU (the script's own logic; binaries built without CUDA):
+#   GPU_CHECK_ARGS="--cpu --batch 4 --size 96 --steps 2 --rounds 3" DEVICE=cpu SIZE=96 device.sh
 set -uo pipefail
 cd "$(dirname "$0")"
 T0=$SECONDS
@@ -41,9 +43,15 @@ fi
 section "libraries"
 # The binaries link libcuda.so.1 (driver), cuBLAS/cuBLASLt 13, cuRAND 10, NVRTC 13 (and cuDNN 9
 # for the cudnn build): from torch's nvidia wheels where they are, else anywhere on the disk.
+find_lib() {   # the first $1 under torch's nvidia wheels, else anywhere on this disk (20 s at most)
+  local f=""
+  [ -n "$NV" ] && f=$(find $NV -name "$1" 2>/dev/null | head -1)
+  [ -n "$f" ] || f=$(timeout 20 find / -xdev -name "$1" -not -path '/proc/*' 2>/dev/null | head -1)
+  echo "$f"
+}
 libdirs=""
-for l in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudart.so.13 libcudnn.so.9; do
-  f=$( { [ -n "$NV" ] && find $NV -name "$l" 2>/dev/null; find / -xdev -name "$l" -not -path '/proc/*' 2>/dev/null; } | head -1)
+for l in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudnn.so.9; do
+  f=$(find_lib "$l")
   echo "$l: ${f:-not found}"
   [ -n "$f" ] && libdirs="$libdirs:$(dirname "$f")"
 done
@@ -57,7 +65,7 @@ done
 for b in gpu_check gpu_check-cudnn; do
   [ -x "./$b" ] || continue
   section "$b: CUDA against the CPU, then the training step (AdamW, 224 px, batch 64)"
-  timeout 150 "./$b" 2>&1 | tee "$OUT/$b.txt"
+  timeout 150 "./$b" ${GPU_CHECK_ARGS:-} 2>&1 | tee "$OUT/$b.txt"
   echo "exit: ${PIPESTATUS[0]}"
 done
 
@@ -86,7 +94,7 @@ cnn=./cnn; [ -x ./cnn-cudnn ] && cnn=./cnn-cudnn
 for arch in alexnet alexnet-d2l resnet18 resnet34; do
   echo "--- $cnn $arch"
   timeout 60 "$cnn" train --data imagenette-slice --arch "$arch" --epochs 1 --batch-size 64 \
-    --image-size 224 --device cuda --cache memory --progress plain --log-every 2 \
+    --image-size "${SIZE:-224}" --device "${DEVICE:-cuda}" --cache memory --progress plain --log-every 2 \
     --out "runs/$arch" 2>&1 | tail -12
   mkdir -p "$OUT/train-$arch" && cp runs/"$arch"/metrics.* runs/"$arch"/train.log "$OUT/train-$arch/" 2>/dev/null
 done
