@@ -31,7 +31,7 @@ slice=$(mktemp -d)/imagenette-slice
 mkdir -p "$slice" && cp ../shared/datasets/imagenette-224/LABELS.tsv "$slice/"
 for c in ../shared/datasets/imagenette-224/n*/; do
   mkdir -p "$slice/$(basename "$c")"
-  ls "$c" | sort | head -64 | while read -r f; do cp "$c/$f" "$slice/$(basename "$c")/"; done
+  ls "$c" | sort | sed -n 1,64p | while read -r f; do cp "$c/$f" "$slice/$(basename "$c")/"; done
 done
 tar cf "$out/data.tar" -C "$(dirname "$slice")" imagenette-slice -C "$PWD/../shared/datasets" cifar10-mini -C .. photos
 cp scripts/gpu/device.sh scripts/gpu/check.sh ../shared/bench/torch_gpu_baseline.py "$out/"
