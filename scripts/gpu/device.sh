@@ -41,7 +41,7 @@ else
 fi
 
 section "libraries"
-# The binaries link libcuda.so.1 (driver), cuBLAS/cuBLASLt 13, cuRAND 10, NVRTC 13 (and cuDNN 9
+# The binaries need libcuda.so.1 (driver), cuBLAS/cuBLASLt 13, cuRAND 10, cudart 13, NVRTC 13 (and cuDNN 9
 # for the cudnn build): from torch's nvidia wheels where they are, else anywhere on the disk.
 find_lib() {   # the first $1 under torch's nvidia wheels, else anywhere on this disk (20 s at most)
   local f=""
@@ -50,7 +50,7 @@ find_lib() {   # the first $1 under torch's nvidia wheels, else anywhere on this
   echo "$f"
 }
 libdirs=""
-for l in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudnn.so.9; do
+for l in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudart.so.13 libnvrtc.so.13 libcudnn.so.9; do
   f=$(find_lib "$l")
   echo "$l: ${f:-not found}"
   [ -n "$f" ] && libdirs="$libdirs:$(dirname "$f")"
