@@ -1,5 +1,7 @@
 //! `cargo xtask`: the project's tasks. Changes to the project root first, so it works from
-//! any folder, and needs nothing but cargo.
+//! any folder, and needs nothing but cargo. A binary copied to a machine without the source
+//! tree stays in its working folder instead: `reproduce` then takes `--data`, `--photos`
+//! and `--out` (its defaults are paths of the tree).
 
 mod bench;
 mod ci;
@@ -56,8 +58,15 @@ fn main() -> ExitCode {
     if matches!(cli.task, Some(Task::Reproduce(_) | Task::Ci(_))) {
         cnn_train::tune_for_training();
     }
-    let root = project_root();
-    if let Err(e) = std::env::set_current_dir(&root) {
+    let mut root = project_root();
+    if !root.join("Cargo.toml").is_file() {
+        // Built elsewhere: no tree to enter (crate versions come compiled in, see machine.rs).
+        root = PathBuf::from(".");
+        eprintln!(
+            "xtask: no source tree at {} (built elsewhere): running in this folder",
+            project_root().display()
+        );
+    } else if let Err(e) = std::env::set_current_dir(&root) {
         eprintln!(
             "error: cannot enter the project root {}: {e}",
             root.display()

@@ -6,7 +6,9 @@
 //! GEMMs per layer and pass (see `conv/`), batch norm runs one sweep of memory per pass.
 //! candle 0.11 lacks or gets wrong several ops that classic CNNs need for training:
 //! max-pool with padding and a backward when kernel != stride, adaptive average pooling,
-//! and a seedable dropout; they are here too. Elsewhere (CUDA) every op forwards to candle.
+//! and a seedable dropout; they are here too. Elsewhere (CUDA) every op forwards to candle,
+//! except the float32 convolution with the `cudnn` feature: its forward, input gradient and
+//! kernel gradient run through cuDNN (`conv/cudnn.rs`).
 //!
 //! A convolution's kernel is a tensor of its weights, in PyTorch's OIHW layout or tap by
 //! tap (OHWI, `[out][kh][kw][in]`); "kernel" means those weights throughout this crate.
@@ -43,6 +45,8 @@ pub use batch_norm::{
 };
 pub use choice::{cpu_choice, set_cpu_choice, tune_candle_pool, CpuChoice};
 pub use conv::{conv2d_ohwi_input_grad, conv2d_ohwi_weight_grad};
+#[cfg(feature = "cudnn")]
+pub use conv::{cudnn_tf32, cudnn_version, set_cudnn_tf32};
 pub use dropout::{dropout, dropout_mask};
 pub use max_pool::{max_pool2d, max_pool2d_composed, pool_output_size};
 pub use timing::{set_op_timing, take_op_times, OpTime};

@@ -335,6 +335,8 @@ impl Session<'_> {
         let lr = cfg.lr_at(epoch);
         let mut sums = self.state.sums;
         let mut batch_index = self.state.batch;
+        // The epoch's tensor peak starts here (on CUDA with a memory pool; else a no-op).
+        memory::reset_tensor_peak(&device);
         let mut iter = batches(&self.data.train, epoch, batch_index);
         loop {
             let t0 = Instant::now();
@@ -434,6 +436,7 @@ impl Session<'_> {
             .trainable()
             .map(|p| (p.var.elem_count() * p.var.dtype().size_in_bytes()) as u64)
             .sum();
+        let tensors = memory::tensor_bytes(model.device());
         let memory = Memory {
             peak_rss_bytes: memory::peak_rss_bytes(),
             params_bytes: model.params().bytes() as u64,
@@ -442,6 +445,8 @@ impl Session<'_> {
             device_used_bytes: self.sampler.last.map(|(used, _)| used),
             device_peak_bytes: self.sampler.peak,
             device_total_bytes: self.sampler.last.map(|(_, total)| total),
+            device_tensor_bytes: tensors.map(|t| t.held),
+            device_tensor_peak_bytes: tensors.map(|t| t.peak),
         };
         let train_s = sums.time.train_s();
         let skipped_files = self.log_skips();

@@ -24,13 +24,23 @@ pub fn epoch_line(r: &EpochRecord) -> String {
     )
 }
 
-/// The memory line: on CUDA the assignment's `CUDA memory allocated: N MB` (parameters,
-/// gradients and optimiser state, as `torch.cuda.memory_allocated` counts them) and the
-/// device's peak use; on CPU the tensor bytes and the process's peak resident memory.
+/// The memory line: on CUDA the assignment's `CUDA memory allocated: N MB`, measured (the
+/// tensor bytes held at the epoch's end, as `torch.cuda.memory_allocated`) where the device
+/// allocates from a memory pool, else parameters + gradients + optimiser state by
+/// arithmetic (and says so), then the epoch's tensor peak and the device's peak use; on CPU
+/// the tensor bytes and the process's peak resident memory.
 pub fn memory_line(m: &Memory, cuda: bool) -> String {
     let tensors = mb(m.tensors_bytes());
     if cuda {
-        let mut line = format!("CUDA memory allocated: {tensors:.0} MB");
+        let mut line = match m.device_tensor_bytes {
+            Some(held) => format!("CUDA memory allocated: {:.0} MB", mb(held)),
+            None => format!(
+                "CUDA memory allocated: {tensors:.0} MB (parameters, gradients, optimiser state)"
+            ),
+        };
+        if let Some(peak) = m.device_tensor_peak_bytes {
+            line.push_str(&format!("; epoch peak allocated: {:.0} MB", mb(peak)));
+        }
         if let (Some(peak), Some(total)) = (m.device_peak_bytes, m.device_total_bytes) {
             line.push_str(&format!(
                 " (device in use, peak: {:.0} MB of {:.0} MB)",

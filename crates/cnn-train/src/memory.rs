@@ -1,6 +1,8 @@
 //! Memory figures: the process's peak resident set (CPU), device memory in use through
-//! cudarc's `mem_get_info` (CUDA, behind the `cuda` feature), and the bytes held by
-//! parameters, gradients and optimiser state (the analogue of `torch.cuda.memory_allocated`).
+//! cudarc's `mem_get_info` (CUDA, behind the `cuda` feature), the bytes the process's
+//! tensors hold on the device and their peak (the stream-ordered pool's counters, as
+//! `torch.cuda.memory_allocated` and `max_memory_allocated` report them), and the bytes of
+//! parameters, gradients and optimiser state by arithmetic.
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -22,11 +24,22 @@ pub struct Memory {
     pub device_peak_bytes: Option<u64>,
     /// Device memory size, bytes.
     pub device_total_bytes: Option<u64>,
+    /// Bytes the process's tensors held on the device at the epoch's end (the pool's
+    /// current use: `torch.cuda.memory_allocated()` at that point). Absent in records
+    /// written before it existed.
+    #[serde(default)]
+    pub device_tensor_bytes: Option<u64>,
+    /// Most bytes the process's tensors held on the device at once during the epoch (the
+    /// pool's high-water mark, reset as the epoch starts: `torch.cuda.max_memory_allocated()`
+    /// after `reset_peak_memory_stats()`).
+    #[serde(default)]
+    pub device_tensor_peak_bytes: Option<u64>,
 }
 
 impl Memory {
-    /// Parameters + gradients + optimiser state: what `torch.cuda.memory_allocated()` reports
-    /// between steps of a PyTorch loop (its gradients stay allocated between steps).
+    /// Parameters + gradients + optimiser state, by arithmetic: the floor of what
+    /// `torch.cuda.memory_allocated()` reports between steps of a PyTorch loop (its gradients
+    /// stay allocated between steps); on CUDA `device_tensor_bytes` is the measured figure.
     pub fn tensors_bytes(&self) -> u64 {
         self.params_bytes + self.grads_bytes + self.optimizer_bytes
     }
@@ -84,6 +97,103 @@ fn cuda_memory(device: &Device) -> Option<(u64, u64)> {
 #[cfg(not(feature = "cuda"))]
 fn cuda_memory(_device: &Device) -> Option<(u64, u64)> {
     None
+}
+
+/// Bytes the process's tensors hold in the device's stream-ordered memory pool: now, and
+/// the most held at once since the last [`reset_tensor_peak`] (or since the pool began).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorBytes {
+    /// `CU_MEMPOOL_ATTR_USED_MEM_CURRENT`: bytes allocated and not yet freed.
+    pub held: u64,
+    /// `CU_MEMPOOL_ATTR_USED_MEM_HIGH`: the high-water mark of `held`.
+    pub peak: u64,
+}
+
+/// The device's tensor bytes, read after the device has finished its queued work; `None` on
+/// CPU, or where the device does not allocate from a pool (cudarc then uses `cuMemAlloc`,
+/// which keeps no counters).
+///
+/// candle allocates every tensor through cudarc's `CudaStream::alloc`, which calls
+/// `cuMemAllocAsync` on the device's current pool whenever the context supports memory
+/// pools (cudarc 0.19 `CudaContext::has_async_alloc`). cuBLAS and cuDNN handles' own
+/// workspaces are allocated outside it, as PyTorch's own count leaves out cuBLAS's.
+pub fn tensor_bytes(device: &Device) -> Option<TensorBytes> {
+    device.synchronize().ok()?;
+    pool::tensor_bytes(device)
+}
+
+/// Starts a new peak window: the pool's high-water mark is set back to what is held now.
+/// Returns whether that happened (`false` on CPU or without a pool).
+pub fn reset_tensor_peak(device: &Device) -> bool {
+    device.synchronize().is_ok() && pool::reset_peak(device)
+}
+
+/// The driver's memory-pool counters, through cudarc's raw driver API (its safe API has none).
+#[cfg(feature = "cuda")]
+mod pool {
+    use super::TensorBytes;
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    use candle_core::Device;
+    use std::ffi::c_void;
+
+    /// The pool `cuMemAllocAsync` draws from for `device`, if its context allocates that way.
+    fn current_pool(device: &Device) -> Option<sys::CUmemoryPool> {
+        let stream = device.as_cuda_device().ok()?.cuda_stream();
+        let ctx = stream.context();
+        if !ctx.has_async_alloc() {
+            return None;
+        }
+        ctx.bind_to_thread().ok()?;
+        // SAFETY: the device handle comes from a live context.
+        unsafe { result::device::get_mem_pool(ctx.cu_device()) }.ok()
+    }
+
+    fn read(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute) -> Option<u64> {
+        let mut value: u64 = 0;
+        // SAFETY: both attributes read here are `cuuint64_t`, as the driver API documents.
+        unsafe {
+            result::mem_pool::get_attribute(pool, attr, &mut value as *mut u64 as *mut c_void)
+        }
+        .ok()?;
+        Some(value)
+    }
+
+    pub(super) fn tensor_bytes(device: &Device) -> Option<TensorBytes> {
+        use sys::CUmemPool_attribute::{
+            CU_MEMPOOL_ATTR_USED_MEM_CURRENT, CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+        };
+        let pool = current_pool(device)?;
+        Some(TensorBytes {
+            held: read(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+            peak: read(pool, CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+        })
+    }
+
+    pub(super) fn reset_peak(device: &Device) -> bool {
+        let Some(pool) = current_pool(device) else {
+            return false;
+        };
+        // The driver accepts only 0 here, which resets the mark to the current use.
+        let mut zero: u64 = 0;
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        // SAFETY: `USED_MEM_HIGH` is a `cuuint64_t` attribute.
+        unsafe { result::mem_pool::set_attribute(pool, attr, &mut zero as *mut u64 as *mut c_void) }
+            .is_ok()
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod pool {
+    use super::TensorBytes;
+    use candle_core::Device;
+
+    pub(super) fn tensor_bytes(_device: &Device) -> Option<TensorBytes> {
+        None
+    }
+
+    pub(super) fn reset_peak(_device: &Device) -> bool {
+        false
+    }
 }
 
 /// Tracks the device's peak use across batch ends.

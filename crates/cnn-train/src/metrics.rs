@@ -64,7 +64,7 @@ pub struct EpochRecord {
 
 const CSV_HEADER: &str = "epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy,train_images,test_images,\
 data_s,forward_s,backward_s,optimizer_s,eval_s,total_s,images_per_sec,peak_rss_bytes,params_bytes,grads_bytes,\
-optimizer_bytes,device_used_bytes,device_peak_bytes,device_total_bytes,skipped_files";
+optimizer_bytes,device_used_bytes,device_peak_bytes,device_total_bytes,device_tensor_bytes,device_tensor_peak_bytes,skipped_files";
 
 fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
@@ -74,7 +74,7 @@ impl EpochRecord {
     fn csv_row(&self) -> String {
         let (t, m) = (&self.time, &self.memory);
         format!(
-            "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3},{},{},{},{},{},{},{},{},{},{}",
             self.epoch,
             self.lr,
             self.train_loss,
@@ -97,6 +97,8 @@ impl EpochRecord {
             opt(m.device_used_bytes),
             opt(m.device_peak_bytes),
             opt(m.device_total_bytes),
+            opt(m.device_tensor_bytes),
+            opt(m.device_tensor_peak_bytes),
             self.skipped_files,
         )
     }

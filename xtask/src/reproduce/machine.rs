@@ -1,7 +1,5 @@
 //! What the report says about where it ran: CPU, threads, OS, toolchain, crate versions.
 
-use std::path::Path;
-
 pub struct Machine {
     pub cpu: String,
     pub threads: usize,
@@ -23,9 +21,13 @@ fn first_line_with(path: &str, key: &str) -> Option<String> {
     )
 }
 
-/// Versions of `names` as locked in `root/Cargo.lock`.
-fn locked_versions(root: &Path, names: &[&str]) -> Vec<(String, String)> {
-    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+/// The workspace's Cargo.lock as this binary was built with it: the versions it runs,
+/// wherever it runs (a copied binary has no source tree beside it).
+const BUILT_LOCK: &str = include_str!("../../../Cargo.lock");
+
+/// Versions of `names` as locked when this binary was built.
+fn locked_versions(names: &[&str]) -> Vec<(String, String)> {
+    let lock = BUILT_LOCK;
     let mut found = Vec::new();
     let mut name = None;
     for line in lock.lines() {
@@ -41,7 +43,7 @@ fn locked_versions(root: &Path, names: &[&str]) -> Vec<(String, String)> {
     found
 }
 
-pub fn describe(root: &Path) -> Machine {
+pub fn describe() -> Machine {
     let rustc = std::process::Command::new("rustc")
         .arg("--version")
         .output()
@@ -69,16 +71,13 @@ pub fn describe(root: &Path) -> Machine {
         memory_gib,
         os,
         rustc,
-        crates: locked_versions(
-            root,
-            &[
-                "candle-core",
-                "candle-nn",
-                "gemm",
-                "image",
-                "safetensors",
-                "rayon",
-            ],
-        ),
+        crates: locked_versions(&[
+            "candle-core",
+            "candle-nn",
+            "gemm",
+            "image",
+            "safetensors",
+            "rayon",
+        ]),
     }
 }

@@ -111,7 +111,7 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         println!("reproduce: candle's own CPU ops, not the project's kernels (--candle-ops)");
     }
     if args.report_only {
-        return report_only(&args, root, &out, &source);
+        return report_only(&args, &out, &source);
     }
     let stop = stop_on_ctrl_c()?;
     // The host's speed, for the report: the figure that tells one 2-core machine from another.
@@ -153,7 +153,7 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
     let json = serde_json::to_string_pretty(&measured)?;
     std::fs::write(out.join(MEASUREMENTS), json)
         .with_context(|| format!("writing {}", out.join(MEASUREMENTS).display()))?;
-    let path = write_report(&args, root, &out, &source, &runs, &measured)?;
+    let path = write_report(&args, &out, &source, &runs, &measured)?;
     println!(
         "reproduce: wrote {} in {:.0} s",
         path.display(),
@@ -163,7 +163,7 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
 }
 
 /// `--report-only`: the runs' configs and reports and the measurements, read back.
-fn report_only(args: &Args, root: &Path, out: &Path, source: &source::Source) -> Result<()> {
+fn report_only(args: &Args, out: &Path, source: &source::Source) -> Result<()> {
     let read = |path: PathBuf| -> Result<String> {
         std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -195,7 +195,7 @@ fn report_only(args: &Args, root: &Path, out: &Path, source: &source::Source) ->
             });
         }
     }
-    let path = write_report(args, root, out, source, &runs, &measured)?;
+    let path = write_report(args, out, source, &runs, &measured)?;
     println!(
         "reproduce: rewrote {} from the runs in {}",
         path.display(),
@@ -206,7 +206,6 @@ fn report_only(args: &Args, root: &Path, out: &Path, source: &source::Source) ->
 
 fn write_report(
     args: &Args,
-    root: &Path,
     out: &Path,
     source: &source::Source,
     runs: &[RunResult],
@@ -221,7 +220,6 @@ fn write_report(
         command: measured.command.clone(),
         sgemm_gflops: measured.sgemm_gflops,
         device: args.device,
-        root,
         max_epochs: args.max_epochs,
     };
     report::write(out, &input)

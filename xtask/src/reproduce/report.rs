@@ -62,8 +62,6 @@ pub struct Input<'a> {
     /// The machine's SGEMM rate as that command started, GFLOP/s.
     pub sgemm_gflops: Option<f64>,
     pub device: cnn_train::Device,
-    /// The project root (for Cargo.lock's versions).
-    pub root: &'a Path,
     /// Set when a smoke test capped the epochs.
     pub max_epochs: Option<usize>,
 }
@@ -187,10 +185,15 @@ fn best_test(records: &[EpochRecord]) -> Option<&EpochRecord> {
         .max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy))
 }
 
-/// Memory cell: device peak (CUDA) or host peak RSS (CPU), plus the tensor bytes.
+/// Memory cell: on CUDA the tensor peak of the last epoch and the bytes held at its end
+/// (the pool's counters, as `max_memory_allocated`/`memory_allocated`) where measured, else
+/// the device peak; on the CPU host peak RSS; plus the tensor bytes by arithmetic.
 fn memory_cell(r: &EpochRecord) -> String {
     let m = &r.memory;
     let tensors = format!("tensors {}", mb(m.tensors_bytes()));
+    if let (Some(peak), Some(held)) = (m.device_tensor_peak_bytes, m.device_tensor_bytes) {
+        return format!("tensor peak {}; held at end {}", mb(peak), mb(held));
+    }
     match (m.device_peak_bytes, m.peak_rss_bytes) {
         (Some(dev), _) => format!("device peak {}; {tensors}", mb(dev)),
         (None, Some(rss)) => format!("host peak RSS {}; {tensors}", mb(rss)),
@@ -215,6 +218,10 @@ fn memory_cell_over(group: &[&RunResult]) -> String {
             .map(|s| s.show(1e-6, 0, "MB"))
     };
     let tensors = format!("tensors {}", mb(first.memory.tensors_bytes()));
+    if let Some(peak) = spread(|e| e.memory.device_tensor_peak_bytes) {
+        let held = spread(|e| e.memory.device_tensor_bytes).unwrap_or_else(|| "-".into());
+        return format!("tensor peak {peak}; held at end {held}");
+    }
     match (
         spread(|e| e.memory.device_peak_bytes),
         spread(|e| e.memory.peak_rss_bytes),
@@ -252,7 +259,7 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
     let first = runs.first().context("no runs")?;
     let groups = by_experiment(runs);
     let seeds: Vec<u64> = groups[0].iter().map(|r| r.seed).collect();
-    let m = machine::describe(input.root);
+    let m = machine::describe();
     let train_images = first.report.train_images;
     let test_images = first.report.test_images;
 
@@ -410,8 +417,10 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
             r.exp.task, model_name(&r.config.arch), r.config.lr, memory_cell_over(g),
             accuracy(|e| e.train_accuracy), accuracy(|e| e.test_accuracy))?;
     }
-    writeln!(md, "\nMemory here: on CUDA the device memory in use sampled at batch ends (its peak) and the bytes of parameters, gradients \
-        and optimiser state (the analogue of `torch.cuda.memory_allocated`, which is what the reference column shows); on the CPU the \
+    writeln!(md, "\nMemory here: on CUDA the last epoch's peak of the bytes held by tensors and those held at its end, from the device's \
+        memory pool (as `torch.cuda.max_memory_allocated` and `memory_allocated`; where the device allocates without a pool, the device \
+        memory in use sampled at batch ends (its peak) and the bytes of parameters, gradients and optimiser state; the reference \
+        column shows the assignment's `torch.cuda.memory_allocated`); on the CPU the \
         run's peak resident set (`VmHWM`, reset when the run starts, so a run's figure is its own) and the same tensor bytes. \
         Train accuracy is the running accuracy of the epoch's training batches (train mode), as the assignment's code computes it.\n")?;
 

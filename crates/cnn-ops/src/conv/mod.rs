@@ -1,13 +1,16 @@
 //! 2-D convolution: on the CPU candle custom ops whose passes each run the algorithm
-//! `dispatch` chooses for the layer, elsewhere (CUDA) candle's own `conv2d`. Kernels come
+//! `dispatch` chooses for the layer; on CUDA in float32 with the `cudnn` feature the same
+//! ops, their three passes through cuDNN; elsewhere candle's own `conv2d`. Kernels come
 //! OIHW (PyTorch's layout) or tap by tap, OHWI, as cnn-models holds its kernels.
 //!
 //! Files: `geometry` (a conv's shape, kernel layouts and cuts), `dispatch` (the choice of
 //! algorithm per pass), and one file per algorithm: `im2col_gemm` (with `im2col` and
 //! `channel_split`), `winograd_2x2` and `winograd_4x4` (with `winograd_transforms` and
-//! `winograd_simd`), and `taps`.
+//! `winograd_simd`), and `taps`; `cudnn` the passes on CUDA.
 
 mod channel_split;
+#[cfg(feature = "cudnn")]
+mod cudnn;
 mod dispatch;
 mod geometry;
 mod im2col;
@@ -28,6 +31,9 @@ pub(crate) use geometry::KernelLayout;
 use std::any::Any;
 use std::sync::{Mutex, MutexGuard};
 
+#[cfg(feature = "cudnn")]
+pub use cudnn::{cudnn_tf32, cudnn_version, set_cudnn_tf32};
+
 /// `conv2d(x, weight)` without bias, stride and zero padding the same along both axes, the
 /// kernel in `layout`.
 pub(crate) fn conv2d_no_bias(
@@ -36,6 +42,10 @@ pub(crate) fn conv2d_no_bias(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cudnn")]
+    if x.device().is_cuda() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+        return conv2d_cudnn(x, (weight, layout), stride, padding);
+    }
     let fast = x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && x.dtype() == weight.dtype()
@@ -57,6 +67,31 @@ pub(crate) fn conv2d_no_bias(
     };
     op.geometry(x.dims(), weight.dims())?;
     x.contiguous()?.apply_op2(&weight.contiguous()?, op)
+}
+
+/// [`conv2d_no_bias`] on CUDA through cuDNN: the custom op with an OIHW kernel, an OHWI one
+/// re-laid by candle first (one copy kernel each way a step; its gradient flows back through
+/// the permutation), so that every pass sees cuDNN's own filter layout.
+#[cfg(feature = "cudnn")]
+fn conv2d_cudnn(
+    x: &Tensor,
+    (weight, layout): (&Tensor, KernelLayout),
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let oihw = match layout {
+        KernelLayout::Oihw => weight.contiguous()?,
+        KernelLayout::Ohwi => weight.permute((0, 3, 1, 2))?.contiguous()?,
+    };
+    let op = Conv {
+        stride,
+        padding,
+        layout: KernelLayout::Oihw,
+        input_grad: x.track_op(),
+        kept: Mutex::new(None),
+    };
+    op.geometry(x.dims(), oihw.dims())?;
+    x.contiguous()?.apply_op2(&oihw, op)
 }
 
 /// The gradient of `conv2d_ohwi(x, weight)` with respect to `x` (of dims `x_dims`), given
@@ -206,6 +241,20 @@ impl CustomOp2 for Conv {
         Ok((out, Shape::from((g.n, g.cout, g.oh, g.ow))))
     }
 
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = self.geometry(l1.dims(), l2.dims())?;
+        oihw_only(self.layout, self.name())?;
+        let y = cudnn::forward(&g, (s1, l1), (s2, l2))?;
+        Ok((y, Shape::from((g.n, g.cout, g.oh, g.ow))))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -255,6 +304,29 @@ impl CustomOp2 for InputGrad {
             |w, gy| dispatch::input_grad(g, w, layout, gy),
         )?;
         Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = &self.0;
+        oihw_only(self.1, self.name())?;
+        let gx = cudnn::input_grad(g, (s1, l1), (s2, l2))?;
+        Ok((gx, Shape::from((g.n, g.cin, g.h, g.w))))
+    }
+}
+
+/// The CUDA passes take OIHW kernels only ([`conv2d_cudnn`] re-lays the others first).
+#[cfg(feature = "cudnn")]
+fn oihw_only(layout: KernelLayout, op: &str) -> Result<()> {
+    match layout {
+        KernelLayout::Oihw => Ok(()),
+        KernelLayout::Ohwi => bail!("{op}: the CUDA path takes OIHW kernels"),
     }
 }
 
@@ -337,5 +409,19 @@ impl CustomOp2 for WeightGrad {
             KernelLayout::Ohwi => Shape::from((g.cout, g.kh, g.kw, g.cin)),
         };
         Ok((out, shape))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = &self.0;
+        oihw_only(self.1, self.name())?;
+        let gw = cudnn::weight_grad(g, (s1, l1), (s2, l2))?;
+        Ok((gw, Shape::from((g.cout, g.cin, g.kh, g.kw))))
     }
 }
