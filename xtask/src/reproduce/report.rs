@@ -185,43 +185,24 @@ fn best_test(records: &[EpochRecord]) -> Option<&EpochRecord> {
         .max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy))
 }
 
-/// Memory cell: on CUDA the tensor peak of the last epoch and the bytes held at its end
-/// (the pool's counters, as `max_memory_allocated`/`memory_allocated`) where measured, else
-/// the device peak; on the CPU host peak RSS; plus the tensor bytes by arithmetic.
-fn memory_cell(r: &EpochRecord) -> String {
-    let m = &r.memory;
-    let tensors = format!("tensors {}", mb(m.tensors_bytes()));
-    if let (Some(peak), Some(held)) = (m.device_tensor_peak_bytes, m.device_tensor_bytes) {
-        return format!("tensor peak {}; held at end {}", mb(peak), mb(held));
-    }
-    match (m.device_peak_bytes, m.peak_rss_bytes) {
-        (Some(dev), _) => format!("device peak {}; {tensors}", mb(dev)),
-        (None, Some(rss)) => format!("host peak RSS {}; {tensors}", mb(rss)),
-        (None, None) => tensors,
-    }
-}
-
-/// Memory cell of a group of seeds: the mean of their peaks, the spread where it is not nil.
-fn memory_cell_over(group: &[&RunResult]) -> String {
-    let lasts: Vec<&EpochRecord> = group
-        .iter()
-        .filter_map(|r| r.report.records.last())
-        .collect();
-    let Some(first) = lasts.first() else {
+/// Memory cell of one epoch record, or of the last records of a group of seeds (their mean,
+/// with the spread where there are several): on CUDA the tensor peak of the epoch and the
+/// bytes held at its end (the pool's counters, as `max_memory_allocated`/`memory_allocated`)
+/// where measured, else the device peak; on the CPU the host peak RSS; plus the tensor bytes
+/// by arithmetic.
+fn memory_cell(records: &[&EpochRecord]) -> String {
+    let Some(first) = records.first() else {
         return "-".into();
     };
-    if lasts.len() == 1 {
-        return memory_cell(first);
-    }
     let spread = |f: fn(&EpochRecord) -> Option<u64>| {
-        Spread::of(lasts.iter().filter_map(|e| f(e).map(|b| b as f64)))
+        Spread::of(records.iter().filter_map(|e| f(e).map(|b| b as f64)))
             .map(|s| s.show(1e-6, 0, "MB"))
     };
-    let tensors = format!("tensors {}", mb(first.memory.tensors_bytes()));
     if let Some(peak) = spread(|e| e.memory.device_tensor_peak_bytes) {
         let held = spread(|e| e.memory.device_tensor_bytes).unwrap_or_else(|| "-".into());
         return format!("tensor peak {peak}; held at end {held}");
     }
+    let tensors = format!("tensors {}", mb(first.memory.tensors_bytes()));
     match (
         spread(|e| e.memory.device_peak_bytes),
         spread(|e| e.memory.peak_rss_bytes),
@@ -414,7 +395,7 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
             (x.wall_time, x.gpu_memory, x.train_acc, x.test_acc)
         });
         writeln!(md, "| {} | {} | {epochs} | {} | {rt} | {total} | {per_epoch} | {rm} | {} | {rtr} | {} | {rte} | {} | {best} |",
-            r.exp.task, model_name(&r.config.arch), r.config.lr, memory_cell_over(g),
+            r.exp.task, model_name(&r.config.arch), r.config.lr, memory_cell(&lasts),
             accuracy(|e| e.train_accuracy), accuracy(|e| e.test_accuracy))?;
     }
     writeln!(md, "\nMemory here: on CUDA the last epoch's peak of the bytes held by tensors and those held at its end, from the device's \
@@ -709,7 +690,7 @@ fn write_run(md: &mut String, out: &Path, r: &RunResult) -> Result<()> {
         let t = &e.time;
         writeln!(md, "| {} | {:.4} | {} | {:.4} | {} | {:.1} s | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {} |",
             e.epoch, e.train_loss, pct(e.train_accuracy), e.test_loss, pct(e.test_accuracy), t.total_s,
-            t.data_s, t.forward_s, t.backward_s, t.optimizer_s, e.images_per_sec, memory_cell(e))?;
+            t.data_s, t.forward_s, t.backward_s, t.optimizer_s, e.images_per_sec, memory_cell(&[e]))?;
     }
     writeln!(md)?;
     Ok(())
