@@ -417,7 +417,7 @@ impl Session<'_> {
         self.state.batch = batch;
         self.state.sums = sums;
         self.state.device_peak_bytes = self.sampler.peak;
-        checkpoint::save(&self.cfg.out, self.model, &self.opt, &self.state)?;
+        checkpoint::save(&self.cfg.out, self.model, &self.opt, &self.state, None)?;
         let line = format!("Interrupted at epoch {epoch}, batch {batch}: checkpoint saved");
         self.log.line(&line);
         Ok(EpochEnd::Stopped(Stop::Interrupted { epoch, batch }))
@@ -469,7 +469,7 @@ impl Session<'_> {
             skipped_files,
         };
         self.log.line(&log::epoch_line(&record));
-        self.keep_if_best(&record)?;
+        let best_file = self.keep_if_best(&record)?;
         let state = &mut self.state;
         state.records.push(record);
         state.epoch += 1;
@@ -477,14 +477,15 @@ impl Session<'_> {
         state.sums = EpochSums::default();
         state.device_peak_bytes = self.sampler.peak;
         write_metrics(&cfg.out, &state.records)?;
-        checkpoint::save(&cfg.out, model, &self.opt, state)?;
+        checkpoint::save(&cfg.out, model, &self.opt, state, best_file.as_deref())?;
         (self.log.on_event)(&Event::EpochEnd(state.records.last().expect("just pushed")));
         Ok(())
     }
 
     /// Keeps the model as the run's best weights when `record`'s test accuracy beats every
-    /// earlier epoch's (the best weights' on record, else the earlier records').
-    fn keep_if_best(&self, record: &EpochRecord) -> Result<()> {
+    /// earlier epoch's (the best weights' on record, else the earlier records'); returns the
+    /// file written, if it was.
+    fn keep_if_best(&self, record: &EpochRecord) -> Result<Option<PathBuf>> {
         let out = &self.cfg.out;
         let best = match checkpoint::read_best(out)? {
             Some(best) => best.test_accuracy,
@@ -495,10 +496,11 @@ impl Session<'_> {
                 .map(|r| r.test_accuracy)
                 .fold(f64::NEG_INFINITY, f64::max),
         };
-        if record.test_accuracy > best {
-            checkpoint::save_best(out, self.model, record.epoch, record.test_accuracy)?;
+        if record.test_accuracy <= best {
+            return Ok(None);
         }
-        Ok(())
+        let file = checkpoint::save_best(out, self.model, record.epoch, record.test_accuracy)?;
+        Ok(Some(file))
     }
 
     /// After an epoch: the divergence verdict updated (a run that stopped converging may

@@ -39,6 +39,23 @@ fn the_best_weights_are_those_of_the_best_epoch() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn a_best_epoch_s_checkpoint_shares_the_best_weights_file() {
+    use std::os::unix::fs::MetadataExt;
+    let t = temp();
+    let dir = run_dir(&t, "run");
+    // The first epoch is always the best so far.
+    let report = train(&small_config(&dir, 2, 1), Start::Fresh, |_, _, _| {});
+    assert_eq!(report.stop, Stop::Finished);
+    let (best, _) = checkpoint::weights_file(&dir, Weights::Best).unwrap();
+    let (last, _) = checkpoint::weights_file(&dir, Weights::Last).unwrap();
+    assert_ne!(best, last);
+    let (best, last) = (best.metadata().unwrap(), last.metadata().unwrap());
+    assert_eq!((best.dev(), best.ino()), (last.dev(), last.ino()));
+    assert_eq!(best.nlink(), 2);
+}
+
 /// A 32x32 picture of one colour.
 fn flat(rgb: [u8; 3]) -> Rgb8 {
     Rgb8::new(32, 32, rgb.repeat(32 * 32)).unwrap()
