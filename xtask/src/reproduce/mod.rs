@@ -12,6 +12,7 @@ mod reference;
 mod report;
 mod source;
 mod spread;
+mod wall;
 
 use anyhow::{bail, Context, Result};
 use cnn_train::{Console, Display, Report, RunConfig, Start};
@@ -82,6 +83,10 @@ struct Measurements {
     /// absent from reproductions made before it was measured.
     #[serde(default)]
     sgemm_gflops: Option<f64>,
+    /// The command's wall time over all its sessions, as the report was written (absent from
+    /// reproductions made before it was recorded).
+    #[serde(default)]
+    wall: Option<wall::WallTime>,
     photos: report::Photos,
     best: report::Best,
 }
@@ -114,6 +119,7 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         return report_only(&args, &out, &source);
     }
     let stop = stop_on_ctrl_c()?;
+    let clock = wall::WallClock::start(&out, args.force);
     // The host's speed, for the report: the figure that tells one 2-core machine from another.
     let sgemm_gflops = crate::bench::sgemm_gflops(5)?;
     let mut runs = Vec::new();
@@ -149,6 +155,12 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         sgemm_gflops: Some(sgemm_gflops),
         photos: report::predict_photos(first_seed(&runs), &photos_dir, &out)?,
         best: report::evaluate_best(first_seed(&runs))?,
+        wall: None,
+    };
+    // Last, so that the figure covers all but the writing of the report itself.
+    let measured = Measurements {
+        wall: Some(clock.so_far()),
+        ..measured
     };
     let json = serde_json::to_string_pretty(&measured)?;
     std::fs::write(out.join(MEASUREMENTS), json)
@@ -219,6 +231,7 @@ fn write_report(
         best: &measured.best,
         command: measured.command.clone(),
         sgemm_gflops: measured.sgemm_gflops,
+        wall: measured.wall,
         device: args.device,
         max_epochs: args.max_epochs,
     };
@@ -305,17 +318,21 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// This command as typed (`cargo xtask reproduce --profile cpu --out DIR`), each word
-/// quoted for a shell where it needs it: what to run again to continue.
+/// This command as typed (`cargo xtask reproduce --profile cpu --out DIR`) less any
+/// `--force` (which would start over), each word quoted for a shell where it needs it: what
+/// to run again to continue.
 fn command_line() -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
-    let words = std::env::args().skip(1).map(|w| {
-        if !w.is_empty() && w.chars().all(safe) {
-            w
-        } else {
-            format!("'{}'", w.replace('\'', r"'\''"))
-        }
-    });
+    let words = std::env::args()
+        .skip(1)
+        .filter(|w| w != "--force")
+        .map(|w| {
+            if !w.is_empty() && w.chars().all(safe) {
+                w
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        });
     std::iter::once("cargo xtask".to_string())
         .chain(words)
         .collect::<Vec<_>>()
