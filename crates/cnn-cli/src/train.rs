@@ -94,7 +94,7 @@ pub struct Args {
     out: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint [default: off]. Its config.json is
     /// used; only --epochs, --device, --threads, --data-threads, --cache, --prefetch,
-    /// --log-every, --on-stuck and --progress may change.
+    /// --log-every, --checkpoint-every, --on-stuck and --progress may change.
     #[arg(long)]
     resume: bool,
     #[arg(long, help = DEVICE_HELP, default_value = "auto")]
@@ -123,6 +123,10 @@ pub struct Args {
     /// Print `[Epoch e, Batch b] loss` every this many batches (0: never).
     #[arg(long, default_value_t = 100)]
     log_every: usize,
+    /// Save a checkpoint every this many epochs (and always after the last, on an early stop
+    /// and on Ctrl-C): for short epochs of a large model; a crash repeats at most this many.
+    #[arg(long, default_value_t = 1)]
+    checkpoint_every: usize,
     /// Consecutive epochs at chance (loss ~ ln(classes)) before a run is flagged "not converging".
     #[arg(long, default_value_t = 3)]
     stuck_epochs: usize,
@@ -188,6 +192,7 @@ const RESUMABLE: &[&str] = &[
     "cache",
     "prefetch",
     "log_every",
+    "checkpoint_every",
     "on_stuck",
     "progress",
     "out",
@@ -214,6 +219,7 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
         same.data.cache = saved.data.cache.clone();
         same.data.prefetch = saved.data.prefetch;
         same.log_every = saved.log_every;
+        same.checkpoint_every = saved.checkpoint_every;
         same.divergence.on_stuck = saved.divergence.on_stuck;
         same.out = saved.out.clone();
         if args.init_from.is_some() {
@@ -459,6 +465,9 @@ fn apply(cfg: &mut RunConfig, a: &Args, take: &dyn Fn(&str) -> bool) -> anyhow::
     }
     if take("log_every") {
         cfg.log_every = a.log_every;
+    }
+    if take("checkpoint_every") {
+        cfg.checkpoint_every = a.checkpoint_every;
     }
     if take("freeze_backbone") || take("backbone_lr_factor") {
         cfg.backbone_lr_factor = match a.freeze_backbone {

@@ -511,6 +511,19 @@ fn errors_are_one_line() {
         ]),
         "epochs",
     );
+    assert_clean_error(
+        &cnn(&[
+            "train",
+            "--data",
+            "synthetic",
+            "--checkpoint-every",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "checkpoint interval must be at least 1 epoch",
+    );
+    assert!(!out.exists(), "a refused run leaves no folder");
     // A bad flag value is clap's usage error (exit 2), not a panic.
     let o = cnn(&["train", "--data", "synthetic", "--lr", "fast"]);
     assert_eq!(o.status.code(), Some(2));

@@ -152,8 +152,9 @@ pub(crate) fn classifier_mismatch(
 
 /// The bytes of `len` f32 or f64 values from `start` of a CPU storage, borrowed: the file is
 /// written straight from the model's memory. Written by hand because candle's
-/// `safetensors::save` first copies each tensor into a fresh vector (d2l AlexNet's 190 MB
-/// took ~0.55 s to save that way, a cost paid every epoch's checkpoint).
+/// `safetensors::save` first copies each tensor into a fresh vector: for d2l AlexNet a
+/// second 190 MB at every checkpoint (the kernel's copy into the page cache remains the
+/// larger part of a save, ~0.2-0.5 s here).
 fn host_bytes(storage: &Storage, start: usize, len: usize) -> Option<(Dtype, &[u8])> {
     match storage {
         Storage::Cpu(CpuStorage::F32(v)) => {

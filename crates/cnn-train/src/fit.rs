@@ -46,7 +46,8 @@ pub enum Stop {
     /// Stopped on request (Ctrl-C) after saving a checkpoint at this point (1-based epoch,
     /// batches of it done); `--resume` continues from there.
     Interrupted { epoch: usize, batch: usize },
-    /// A non-finite loss: see the verdict. The checkpoint holds the last finished epoch.
+    /// A non-finite loss: see the verdict. The checkpoint holds the last epoch checkpointed
+    /// (the last finished one where every epoch is: `checkpoint_every` 1).
     Diverged,
     /// Not converging and the rule says stop.
     NotConverging,
@@ -192,8 +193,12 @@ fn run(
                 break;
             }
         };
-        run.end_epoch(sums, segment)?;
-        if let Some(stopped) = run.judge_epoch(stop) {
+        let best_file = run.end_epoch(sums, segment)?;
+        let stopping = run.judge_epoch(stop);
+        if stopping.is_some() || run.checkpoint_due() {
+            run.save_checkpoint(best_file.as_deref())?;
+        }
+        if let Some(stopped) = stopping {
             why = stopped;
             break;
         }
@@ -423,8 +428,9 @@ impl Session<'_> {
         Ok(EpochEnd::Stopped(Stop::Interrupted { epoch, batch }))
     }
 
-    /// The test pass after an epoch, its record logged and written, and a checkpoint.
-    fn end_epoch(&mut self, mut sums: EpochSums, segment: Instant) -> Result<()> {
+    /// The test pass after an epoch, its record logged and written, and the best weights
+    /// kept if they are; returns the best weights' file when this epoch wrote it.
+    fn end_epoch(&mut self, mut sums: EpochSums, segment: Instant) -> Result<Option<PathBuf>> {
         let (cfg, model, epoch) = (self.cfg, self.model, self.state.epoch);
         (self.log.on_event)(&Event::Evaluating { epoch: epoch + 1 });
         let t_eval = Instant::now();
@@ -477,9 +483,21 @@ impl Session<'_> {
         state.sums = EpochSums::default();
         state.device_peak_bytes = self.sampler.peak;
         write_metrics(&cfg.out, &state.records)?;
-        checkpoint::save(&cfg.out, model, &self.opt, state, best_file.as_deref())?;
         (self.log.on_event)(&Event::EpochEnd(state.records.last().expect("just pushed")));
-        Ok(())
+        Ok(best_file)
+    }
+
+    /// Whether the epoch just finished is one to checkpoint: every `checkpoint_every`th,
+    /// and the last.
+    fn checkpoint_due(&self) -> bool {
+        let done = self.state.epoch;
+        done.is_multiple_of(self.cfg.checkpoint_every) || done >= self.cfg.epochs
+    }
+
+    /// Saves the state after the epoch just finished as the run's checkpoint, taking the
+    /// weights from `best_file` where that epoch wrote them as the best.
+    fn save_checkpoint(&self, best_file: Option<&Path>) -> Result<()> {
+        checkpoint::save(&self.cfg.out, self.model, &self.opt, &self.state, best_file)
     }
 
     /// Keeps the model as the run's best weights when `record`'s test accuracy beats every
@@ -582,6 +600,7 @@ fn check_resumable(out: &Path, cfg: &RunConfig, data: &Data) -> Result<()> {
     extended.data.prefetch = cfg.data.prefetch;
     extended.data.cache = cfg.data.cache.clone();
     extended.log_every = cfg.log_every;
+    extended.checkpoint_every = cfg.checkpoint_every;
     extended.divergence.on_stuck = cfg.divergence.on_stuck;
     if extended.arch != cfg.arch {
         return Err(differs("architecture"));
@@ -591,7 +610,8 @@ fn check_resumable(out: &Path, cfg: &RunConfig, data: &Data) -> Result<()> {
     }
     if extended != *cfg {
         return Err(differs(
-            "configuration (only epochs, device, threads, cache, prefetch and logging may change)",
+            "configuration (only epochs, device, threads, cache, prefetch, logging and \
+             checkpoint interval may change)",
         ));
     }
     let classes = checkpoint::read_classes(out)?;

@@ -111,6 +111,52 @@ fn seed_determinism_and_resume_equivalence() {
 }
 
 #[test]
+fn checkpoints_every_second_epoch_then_the_last_and_resumes_exactly() {
+    let t = temp();
+    let straight_dir = run_dir(&t, "straight");
+    let straight = train(
+        &small_config(&straight_dir, PER_CLASS, EPOCHS),
+        Start::Fresh,
+        |_, _, _| {},
+    );
+
+    let dir = run_dir(&t, "every-2");
+    let mut cfg = small_config(&dir, PER_CLASS, EPOCHS);
+    cfg.checkpoint_every = 2;
+    // The epochs the current checkpoint holds as each epoch's first batch ends; then a
+    // Ctrl-C in epoch 3.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let cut = train(&cfg, Start::Fresh, |epoch, batch, stop| {
+        if batch == 1 {
+            let state = cnn_train::checkpoint::read_state(&dir).unwrap();
+            seen.lock().unwrap().push((epoch, state.map(|s| s.epoch)));
+        }
+        if epoch == 3 && batch == 2 {
+            stop.store(true, Ordering::SeqCst);
+        }
+    });
+    assert_eq!(
+        seen.into_inner().unwrap(),
+        [(1, None), (2, None), (3, Some(2))],
+        "epoch 1 is not checkpointed, epoch 2 is"
+    );
+    assert_eq!(cut.stop, Stop::Interrupted { epoch: 3, batch: 2 });
+    let state = cnn_train::checkpoint::read_state(&dir).unwrap().unwrap();
+    assert_eq!((state.epoch, state.batch), (2, 2));
+
+    let finished = train(&cfg, Start::Resume, |_, _, _| {});
+    assert_eq!(finished.stop, Stop::Finished);
+    assert_eq!(outcomes(&finished.records), outcomes(&straight.records));
+    assert_eq!(weights(&dir), weights(&straight_dir));
+    let state = cnn_train::checkpoint::read_state(&dir).unwrap().unwrap();
+    assert_eq!(
+        (state.epoch, state.batch),
+        (EPOCHS, 0),
+        "the last epoch is saved"
+    );
+}
+
+#[test]
 fn fresh_start_refuses_an_existing_run_and_resume_refuses_other_settings() {
     let t = temp();
     let dir = run_dir(&t, "run");
