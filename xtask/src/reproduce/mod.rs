@@ -119,6 +119,9 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
         return report_only(&args, &out, &source);
     }
     let stop = stop_on_ctrl_c()?;
+    if args.force {
+        forget_runs(&args, &out)?;
+    }
     let clock = wall::WallClock::start(&out, args.force);
     // The host's speed, for the report: the figure that tells one 2-core machine from another.
     let sgemm_gflops = crate::bench::sgemm_gflops(5)?;
@@ -131,7 +134,7 @@ pub fn run(args: Args, root: &Path) -> Result<()> {
             if let Some(cap) = args.max_epochs {
                 config.epochs = config.epochs.min(cap);
             }
-            let report = train(&exp, &mut config, &seed_out, args.force, stop)?;
+            let report = train(&exp, &mut config, &seed_out, stop)?;
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 bail!(
                     "interrupted: run `{}` again to resume from the last checkpoint",
@@ -248,17 +251,29 @@ pub fn first_seed(runs: &[RunResult]) -> &[RunResult] {
 
 /// Trains one run: reuses a finished one, resumes an interrupted one, starts a run that
 /// continues another from that run's checkpoint, or starts afresh.
+/// `--force`: every run folder of the profile removed before anything trains, so that a
+/// forced reproduction stopped part-way and continued without `--force` resumes its own
+/// runs rather than reusing those of an earlier reproduction.
+fn forget_runs(args: &Args, out: &Path) -> Result<()> {
+    for &seed in args.profile.seeds() {
+        for exp in plan::experiments(&args.alexnet) {
+            let dir = args.profile.seed_folder(out, seed).join(exp.key);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn train(
     exp: &plan::Experiment,
     config: &mut RunConfig,
     out: &Path,
-    force: bool,
     stop: &'static AtomicBool,
 ) -> Result<Report> {
     let dir = config.out.clone();
-    if force && dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
     if dir.exists() && !has_weights(&dir)? {
         // A run folder without its weights (they are not committed: see .gitignore) cannot be
         // reused or resumed; its metrics describe weights that are gone, so it is retrained.

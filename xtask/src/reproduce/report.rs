@@ -259,8 +259,9 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
     let training = duration(training_time(runs));
     let wall = match input.wall {
         Some(w) if w.sessions > 1 => format!(
-            "The command ran for **{}** in all, over {} sessions (stopped and resumed), of \
-             which its training took **{training}**",
+            "The command ran for **{}** in all, over {} sessions (it was stopped or failed \
+             and run again; each went on from the runs on disk), of which its training took \
+             **{training}**",
             duration(w.seconds),
             w.sessions
         ),
