@@ -249,8 +249,6 @@ pub fn first_seed(runs: &[RunResult]) -> &[RunResult] {
     &runs[..n]
 }
 
-/// Trains one run: reuses a finished one, resumes an interrupted one, starts a run that
-/// continues another from that run's checkpoint, or starts afresh.
 /// `--force`: every run folder of the profile removed before anything trains, so that a
 /// forced reproduction stopped part-way and continued without `--force` resumes its own
 /// runs rather than reusing those of an earlier reproduction.
@@ -267,6 +265,8 @@ fn forget_runs(args: &Args, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Trains one run: reuses a finished one, resumes an interrupted one, starts a run that
+/// continues another from that run's checkpoint, or starts afresh.
 fn train(
     exp: &plan::Experiment,
     config: &mut RunConfig,
