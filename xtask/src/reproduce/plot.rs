@@ -139,8 +139,13 @@ pub fn line_chart(path: &Path, title: &str, axis: &ValueAxis, series: &[Series])
             }
         }
         if text {
+            let mut labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
+            labels.extend(reference.map(|(_, l)| l.as_str()));
+            let (x_range, y_range) = ((0.5, x_max + 0.5), (y_min - pad, y_max + pad));
+            let plotted: Vec<&[(f64, f64)]> = series.iter().map(|s| &s.points[..]).collect();
             chart
                 .configure_series_labels()
+                .position(legend_corner(&plotted, &labels, x_range, y_range))
                 .border_style(BLACK)
                 .background_style(WHITE.mix(0.8))
                 .draw()?;
@@ -153,6 +158,62 @@ pub fn line_chart(path: &Path, title: &str, axis: &ValueAxis, series: &[Series])
         .with_context(|| format!("drawing {}", path.display()))
 }
 
+/// The corner of the plot where the legend box covers the fewest stretches of the lines
+/// (each line sampled at 20 points an epoch), so it hides as little as it can; the upper
+/// right on a tie. The box's size is estimated from the labels: ~7 px a character and 20 px
+/// a line, of a plot area ~620x310 px.
+fn legend_corner(
+    lines: &[&[(f64, f64)]],
+    labels: &[&str],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> SeriesLabelPosition {
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let width = ((longest * 7 + 50) as f64 / 620.0).min(0.9);
+    let height = ((labels.len() * 20 + 16) as f64 / 310.0).min(0.9);
+    let mut samples = Vec::new();
+    for line in lines {
+        let finite: Vec<_> = line.iter().filter(|(_, y)| y.is_finite()).collect();
+        samples.extend(finite.first().map(|p| **p));
+        for w in finite.windows(2) {
+            let ((ax, ay), (bx, by)) = (*w[0], *w[1]);
+            for k in 1..=20 {
+                let t = k as f64 / 20.0;
+                samples.push((ax + t * (bx - ax), ay + t * (by - ay)));
+            }
+        }
+    }
+    // Each sample as a fraction of the plot, from its lower left corner.
+    let fractions: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|&(x, y)| ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0)))
+        .collect();
+    let covered = |left: bool, upper: bool| {
+        fractions
+            .iter()
+            .filter(|&&(fx, fy)| {
+                let in_x = if left { fx <= width } else { fx >= 1.0 - width };
+                let in_y = if upper {
+                    fy >= 1.0 - height
+                } else {
+                    fy <= height
+                };
+                in_x && in_y
+            })
+            .count()
+    };
+    [
+        (SeriesLabelPosition::UpperRight, false, true),
+        (SeriesLabelPosition::LowerRight, false, false),
+        (SeriesLabelPosition::UpperLeft, true, true),
+        (SeriesLabelPosition::LowerLeft, true, false),
+    ]
+    .into_iter()
+    .min_by_key(|&(_, left, upper)| covered(left, upper))
+    .map(|(corner, _, _)| corner)
+    .expect("four corners")
+}
+
 /// `v` to about three significant digits, for a log axis's labels.
 fn three_digits(v: f64) -> String {
     match v.abs() {
@@ -160,5 +221,36 @@ fn three_digits(v: f64) -> String {
         a if a >= 10.0 => format!("{v:.1}"),
         a if a >= 1.0 => format!("{v:.2}"),
         _ => format!("{v:.3}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corner(lines: &[&[(f64, f64)]]) -> &'static str {
+        match legend_corner(lines, &["a label"], (0.5, 10.5), (0.0, 100.0)) {
+            SeriesLabelPosition::UpperRight => "upper right",
+            SeriesLabelPosition::LowerRight => "lower right",
+            SeriesLabelPosition::UpperLeft => "upper left",
+            SeriesLabelPosition::LowerLeft => "lower left",
+            _ => "elsewhere",
+        }
+    }
+
+    #[test]
+    fn the_legend_goes_where_the_lines_are_not() {
+        let rising: Vec<(f64, f64)> = (1..=10).map(|e| (e as f64, e as f64 * 10.0)).collect();
+        let falling: Vec<(f64, f64)> = (1..=10)
+            .map(|e| (e as f64, 100.0 - e as f64 * 10.0))
+            .collect();
+        let high: Vec<(f64, f64)> = (1..=10).map(|e| (e as f64, 95.0)).collect();
+        // A rising line leaves the upper left and lower right free: upper right is taken.
+        assert_eq!(corner(&[&rising]), "lower right");
+        assert_eq!(corner(&[&falling]), "upper right");
+        // Rising and a flat line along the top: only the lower right is free.
+        assert_eq!(corner(&[&rising, &high]), "lower right");
+        assert_eq!(corner(&[&falling, &high]), "lower left");
+        assert_eq!(corner(&[]), "upper right");
     }
 }
