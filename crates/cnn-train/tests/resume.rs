@@ -10,17 +10,23 @@ use std::sync::atomic::Ordering;
 const EPOCHS: usize = 3;
 const PER_CLASS: usize = 6; // 60 training images: 4 batches of 16 (the last one 12)
 
+/// The reference run every stopped one is compared with: `EPOCHS` epochs, never stopped.
+fn straight_run(t: &tempfile::TempDir) -> (std::path::PathBuf, cnn_train::Report) {
+    let dir = run_dir(t, "straight");
+    let report = train(
+        &small_config(&dir, PER_CLASS, EPOCHS),
+        Start::Fresh,
+        |_, _, _| {},
+    );
+    (dir, report)
+}
+
 #[test]
 fn seed_determinism_and_resume_equivalence() {
     let t = temp();
 
     // The reference: never stopped.
-    let straight_dir = run_dir(&t, "straight");
-    let straight = train(
-        &small_config(&straight_dir, PER_CLASS, EPOCHS),
-        Start::Fresh,
-        |_, _, _| {},
-    );
+    let (straight_dir, straight) = straight_run(&t);
     assert_eq!(straight.stop, Stop::Finished);
     assert_eq!(straight.records.len(), EPOCHS);
 
@@ -113,12 +119,7 @@ fn seed_determinism_and_resume_equivalence() {
 #[test]
 fn checkpoints_every_second_epoch_then_the_last_and_resumes_exactly() {
     let t = temp();
-    let straight_dir = run_dir(&t, "straight");
-    let straight = train(
-        &small_config(&straight_dir, PER_CLASS, EPOCHS),
-        Start::Fresh,
-        |_, _, _| {},
-    );
+    let (straight_dir, straight) = straight_run(&t);
 
     let dir = run_dir(&t, "every-2");
     let mut cfg = small_config(&dir, PER_CLASS, EPOCHS);
