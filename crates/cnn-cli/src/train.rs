@@ -115,6 +115,8 @@ pub struct Args {
     #[arg(long)]
     drop_last: bool,
     /// Keep decoded images between epochs: off, memory, or a folder for a disk cache.
+    /// Without crop-flip they are kept at --image-size on the shorter side (the pixels the
+    /// network sees are the same either way); with crop-flip at full size.
     #[arg(long, default_value = "off")]
     cache: String,
     /// Batches prepared ahead of training.

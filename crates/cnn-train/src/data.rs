@@ -44,7 +44,9 @@ pub fn skipped_files(at_open: &[Skipped], loaders: &[&Loader]) -> Vec<Skipped> {
 }
 
 /// Opens `cfg.data.source` and builds a shuffled, augmented train loader and an in-order
-/// eval-transform test loader, both seeded from `cfg.seed`.
+/// eval-transform test loader, both seeded from `cfg.seed`. Where a transform resizes to a
+/// fixed shorter side, each image is shrunk to it as it is decoded (same pixels: see
+/// [`Transform::exact_working_size`]), so a decode cache holds what the network sees.
 pub fn open_data(cfg: &RunConfig) -> Result<Data> {
     let dataset = cnn_data::open(&cfg.data.source)?;
     if dataset.test.is_empty() {
@@ -65,7 +67,7 @@ pub fn open_data(cfg: &RunConfig) -> Result<Data> {
         last_batch: d.last_batch,
         prefetch: d.prefetch,
         cache: d.cache.clone(),
-        working_size: None,
+        working_size: Transform::Train(d.augment).exact_working_size(size),
         threads: d.threads,
     };
     Ok(Data {
@@ -81,17 +83,18 @@ pub fn open_data(cfg: &RunConfig) -> Result<Data> {
 /// training; any split for `cnn eval`).
 pub fn eval_loader(cfg: &RunConfig, split: &Split) -> Result<Loader> {
     let d = &cfg.data;
+    let transform = eval_transform(cfg);
     let config = LoaderConfig {
         batch_size: cfg.batch_size,
         image_size: cfg.image_size as u32,
-        transform: eval_transform(cfg),
+        transform,
         normalise: d.normalise,
         seed: cfg.seed,
         order: Order::Sequential,
         last_batch: LastBatch::Keep,
         prefetch: d.prefetch,
         cache: d.cache.clone(),
-        working_size: None,
+        working_size: transform.exact_working_size(cfg.image_size as u32),
         threads: d.threads,
     };
     Ok(Loader::new(split, config)?)

@@ -312,6 +312,18 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         "| augmentation | {:?} (test: resize + centre crop) |",
         first.config.data.augment
     )?;
+    writeln!(
+        md,
+        "| decoded images | {} |",
+        match &first.config.data.cache {
+            cnn_data::DecodeCache::Off => "decoded again every epoch".to_string(),
+            cnn_data::DecodeCache::Memory => format!(
+                "kept in memory between epochs, shrunk to {} px on the shorter side (counted in the memory figures)",
+                first.config.image_size
+            ),
+            cnn_data::DecodeCache::Disk(dir) => format!("cached in {}", dir.display()),
+        }
+    )?;
     match seeds.as_slice() {
         [one] => writeln!(md, "| seed | {one} (weights, shuffle, dropout) |")?,
         many => writeln!(
