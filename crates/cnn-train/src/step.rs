@@ -44,7 +44,11 @@ pub fn train_step(
     let t0 = Instant::now();
     let logits = model.forward(x, &Pass::train(dropout_seed))?;
     let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
-    let loss_value = loss.to_scalar::<f32>()? as f64;
+    // f64 for a float64 model (the precision references); f32 widened otherwise.
+    let loss_value = match loss.dtype() {
+        DType::F64 => loss.to_scalar::<f64>()?,
+        _ => loss.to_scalar::<f32>()? as f64,
+    };
     let correct = count_correct(&logits, labels)?;
     let t1 = Instant::now();
     if !loss_value.is_finite() {
