@@ -694,6 +694,43 @@ fn batch_norm_train_matches_the_definition() {
     }
 }
 
+/// A one-pass variance loses relative precision by `1 + ((shift - mean) / std)²`: with each
+/// channel's first value far out (a spike of 50 among values in (-1, 1)), shifting by that
+/// value lost a factor of ~250 (float32 variance 2e-5 from float64's); the shift by the first
+/// images' mean keeps float32 within its usual error.
+#[test]
+fn batch_norm_train_stays_exact_when_a_channel_starts_with_an_outlier() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    // Short planes (swept image by image) and long ones (channel by channel).
+    for dims in [[64, 8, 2, 2], [8, 4, 9, 9]] {
+        let [n, c, h, w] = dims;
+        let len = n * c * h * w;
+        let mut x = random_vec(len, &mut rng);
+        for ch in 0..c {
+            x[ch * h * w] = 50.0;
+        }
+        let ones = vec![1.0; c];
+        let zeros = vec![0.0; c];
+        let want = bn_reference(dims, &x, &ones, &zeros, &vec![0.0; len]);
+        let (y, stats) = ops::batch_norm_train(
+            &tensor(&x, &dims, DType::F32),
+            &tensor(&ones, &[c], DType::F32),
+            &tensor(&zeros, &[c], DType::F32),
+            1e-5,
+        )
+        .unwrap();
+        let m = (n * h * w) as f64;
+        let unbiased: Vec<f64> = want.var.iter().map(|v| v * m / (m - 1.0)).collect();
+        for (what, got, want) in [
+            ("output", values(&y), &want.y),
+            ("unbiased var", values(&stats.unbiased_var), &unbiased),
+        ] {
+            let err = relative_error(&got, want);
+            assert!(err < 1e-6, "{dims:?} {what}: {err:.2e}");
+        }
+    }
+}
+
 #[test]
 fn batch_norm_fused_with_relu_matches_the_chain_rule() {
     // d/dx Σ relu(bn(x))·r = the plain batch norm's gradient for r masked by bn(x) > 0.
