@@ -69,10 +69,11 @@ impl Profile {
     }
 
     /// Where decoded images stay between epochs. The `cpu` and `quick` profiles keep them in
-    /// memory at the 100 px the networks see (about 0.4 GB for all of Imagenette): decoding
-    /// and shrinking every JPEG again each epoch took ~6 % of an AlexNet epoch's 2 cores.
-    /// The `assignment` profile decodes every epoch: at 224 px the cache would hold ~2.6 GB
-    /// for the course's 13,000 images.
+    /// memory at the 100 px the networks see: decoding and shrinking every JPEG again each
+    /// epoch took ~9 % of a d2l AlexNet epoch's 2 cores (50 s -> 46 s on the 2-vCPU Xeon the
+    /// `cpu` report names), for ~0.25 GB more resident memory. The `assignment` profile
+    /// decodes every epoch: at 224 px the cache would hold ~2.6 GB for the course's 13,000
+    /// images.
     pub fn decode_cache(self) -> DecodeCache {
         match self {
             Profile::Cpu | Profile::Quick => DecodeCache::Memory,

@@ -312,16 +312,22 @@ pub fn write(out: &Path, input: &Input) -> Result<PathBuf> {
         "| augmentation | {:?} (test: resize + centre crop) |",
         first.config.data.augment
     )?;
+    let kept_at = match cnn_data::Transform::Train(first.config.data.augment)
+        .exact_working_size(first.config.image_size as u32)
+    {
+        Some(side) => format!("shrunk to {side} px on the shorter side"),
+        None => "at full size".to_string(),
+    };
     writeln!(
         md,
         "| decoded images | {} |",
         match &first.config.data.cache {
             cnn_data::DecodeCache::Off => "decoded again every epoch".to_string(),
-            cnn_data::DecodeCache::Memory => format!(
-                "kept in memory between epochs, shrunk to {} px on the shorter side (counted in the memory figures)",
-                first.config.image_size
-            ),
-            cnn_data::DecodeCache::Disk(dir) => format!("cached in {}", dir.display()),
+            cnn_data::DecodeCache::Memory =>
+                format!("kept in memory between epochs, {kept_at} (counted in the memory figures)"),
+            cnn_data::DecodeCache::Disk(dir) => {
+                format!("kept on disk in {}, {kept_at}", dir.display())
+            }
         }
     )?;
     match seeds.as_slice() {
