@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(got, vec![1, 2, 5, 6]);
     }
 
-    /// A photo-like image (not a ramp, so resampling shows), 37x23 and 23x37.
+    /// A photo-like image of `w x h` (not a ramp, so resampling shows).
     fn texture(w: u32, h: u32) -> Rgb8 {
         let px = (0..w * h)
             .flat_map(|i| {

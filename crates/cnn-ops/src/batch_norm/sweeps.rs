@@ -97,9 +97,9 @@ const SHIFT_IMAGES: usize = 4;
 /// precision by the factor `1 + ((k - mean) / std)²`, so `k` is the channel's mean over its
 /// first [`SHIFT_IMAGES`] images (a short extra read): closer to the batch's mean than one
 /// value, and than one image's mean where images differ more than values within one do.
-/// (Shifted by each channel's first value instead, a
-/// spike of 50 opening each channel of values in (-1, 1) left the float32 output 1.7e-5 from
-/// float64's; now 1.0e-7, as without the spike.)
+/// (Shifted by each channel's first value instead, a spike of 50 opening each channel of
+/// values in (-1, 1) left the float32 output 1.7e-5 from float64's; now 1.0e-7, as without
+/// the spike.)
 pub(crate) fn channel_stats<T: Element>(p: Planes, x: &[T]) -> (Vec<f64>, Vec<f64>) {
     let shifts: Vec<T> = per_channel(p, |c| {
         let (sum, count) = channel_planes(p, x, c).take(SHIFT_IMAGES).fold(
