@@ -97,15 +97,16 @@ const CLASSES_A: [&str; 6] = [
 ];
 const CLASSES_B: [&str; 4] = ["n03417042", "n03425413", "n03445777", "n03888257"];
 
-/// ResNet18 trained on classes A for four epochs (6 classes x 100 images, flips), then one
-/// epoch on classes B (4 classes x 60 images, 12 steps) with a fresh head and the backbone
-/// at a tenth of the learning rate, against one epoch from scratch with the same seed and
+/// ResNet18 trained on classes A for four epochs (6 classes x 100 images, flips), then two
+/// epochs on classes B (4 classes x 60 images, 24 steps) with a fresh head and the backbone
+/// at a tenth of the learning rate, against two epochs from scratch with the same seed and
 /// steps. Test accuracy on B's 240 test images (chance 25 %), measured for seeds 1, 2, 3:
-/// fine-tuned 41.2 / 47.5 / 48.3 %, from scratch 30.8 / 38.3 / 43.3 % (margins 10.4, 9.2
-/// and 5.0 points; the test runs seed 1 and asks for 3). Cheaper settings were not robust:
-/// three epochs on A without flips and 40 images a class on B gave margins of 18.1, 12.5
-/// and 1.3 points; there, the whole network at the full rate gave 10.6 and -6.9, the backbone
-/// frozen -3.1 and 1.3 (8 steps are too few for a head alone).
+/// fine-tuned 55.8 / 60.8 / 60.4 %, from scratch 37.5 / 45.8 / 49.2 % (margins 18.3, 15.0
+/// and 11.2 points; the test runs seed 1 and asks for 5). One epoch on B (12 steps) was not
+/// robust: margins of 10.4, 9.2 and 5.0 points became 2.1, 7.9 and -5.0 when batch norm's
+/// float32 rounding changed. Cheaper pre-training was not either: three epochs on A without
+/// flips and 40 images a class on B gave margins of 18.1, 12.5 and 1.3 points; there, the
+/// whole network at the full rate gave 10.6 and -6.9, the backbone frozen -3.1 and 1.3.
 #[test]
 fn fine_tuning_a_trained_backbone_beats_training_from_scratch() {
     let Some(imagenette) = imagenette() else {
@@ -121,18 +122,18 @@ fn fine_tuning_a_trained_backbone_beats_training_from_scratch() {
     train(pretrain);
     let weights = cnn_train::checkpoint::model_file(&pre).unwrap();
 
-    let mut tuned = config(&b, 60, 60, 1, seed + 10, t.path().join("tuned"));
+    let mut tuned = config(&b, 60, 60, 2, seed + 10, t.path().join("tuned"));
     tuned.init_from = Some(InitFrom {
         source: weights.display().to_string(),
         path: weights.clone(),
     });
     tuned.backbone_lr_factor = 0.1;
     let acc_tuned = train(tuned);
-    let acc_scratch = train(config(&b, 60, 60, 1, seed + 10, t.path().join("scratch")));
+    let acc_scratch = train(config(&b, 60, 60, 2, seed + 10, t.path().join("scratch")));
     eprintln!("fine-tuned {acc_tuned:.3}, from scratch {acc_scratch:.3}");
     assert!(
-        acc_tuned >= acc_scratch + 0.03,
-        "fine-tuned {:.1} % is not 3 points above from scratch {:.1} %",
+        acc_tuned >= acc_scratch + 0.05,
+        "fine-tuned {:.1} % is not 5 points above from scratch {:.1} %",
         100.0 * acc_tuned,
         100.0 * acc_scratch
     );
