@@ -57,17 +57,18 @@ pub fn open_data(cfg: &RunConfig) -> Result<Data> {
     }
     let d = &cfg.data;
     let size = cfg.image_size as u32;
+    let transform = Transform::Train(d.augment);
     let base = LoaderConfig {
         batch_size: cfg.batch_size,
         image_size: size,
-        transform: Transform::Train(d.augment),
+        transform,
         normalise: d.normalise,
         seed: cfg.seed,
         order: Order::Shuffled,
         last_batch: d.last_batch,
         prefetch: d.prefetch,
         cache: d.cache.clone(),
-        working_size: Transform::Train(d.augment).exact_working_size(size),
+        working_size: transform.exact_working_size(size),
         threads: d.threads,
     };
     Ok(Data {
