@@ -35,6 +35,7 @@ p.add_argument("--size", type=int, default=64)
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--kernels", default="ours", help="this project's CPU kernel set (adam_steps --kernels)")
 a = p.parse_args()
 save_at = [int(k) for k in a.save_at.split(",")]
 assert max(save_at) <= a.steps, "--save-at beyond --steps"
@@ -95,7 +96,7 @@ def ours_run(dtype):
            "--arch", a.arch, "--classes", str(CLASSES), "--weights", f"{a.out}/init.safetensors",
            "--batches", f"{a.out}/batches.safetensors", "--steps", str(a.steps),
            "--lr", repr(a.lr), "--dtype", dtype, "--save-at", a.save_at, "--out-prefix", prefix,
-           "--grads", f"{prefix}_grads1.safetensors"]
+           "--grads", f"{prefix}_grads1.safetensors", "--kernels", a.kernels]
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -115,7 +116,8 @@ for name, fn, arg in [("torch f64", torch_run, torch.float64), ("torch f32", tor
     print(f"# {name}: {a.steps} steps in {time.time() - t0:.0f} s", flush=True)
 
 # ---- report ----
-print(f"\n{a.arch}, batch {a.batch} x {a.nbatches} batches of {a.size} px, Adam lr {a.lr}, seed {a.seed}")
+print(f"\n{a.arch}, batch {a.batch} x {a.nbatches} batches of {a.size} px, Adam lr {a.lr}, seed {a.seed}, "
+      f"this project's kernels: {a.kernels}")
 print("\nloss per step (rel. difference to torch f64 in brackets)")
 print(f"{'step':>4} {'torch f64':>20} {'torch f32':>24} {'ours f64':>24} {'ours f32':>24}")
 ref_losses = runs["torch f64"][0]

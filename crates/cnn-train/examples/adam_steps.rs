@@ -15,7 +15,10 @@
 //! step named in `--save-at` every tensor (parameters and running statistics, torchvision's
 //! names and layout) is written to `PREFIX_stepK.safetensors`. `--grads FILE` also writes
 //! the gradients of the first step's loss (torchvision's names and layout), taken on a copy
-//! of the model so the steps themselves are untouched.
+//! of the model so the steps themselves are untouched. `--kernels` picks the CPU kernels:
+//! `ours` (the default), `no-winograd4x4` (F(2x2, 3x3) where F(4x4, 3x3) would run),
+//! `no-winograd` (im2col + GEMM for every convolution) or `candle` (candle's own ops), to
+//! tell one kernel's rounding from the rest.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -35,6 +38,28 @@ struct Args {
     save_at: Vec<u64>,
     out_prefix: String,
     grads: Option<PathBuf>,
+    kernels: cnn_ops::CpuChoice,
+}
+
+/// The kernel set `--kernels NAME` names.
+fn kernels(name: &str) -> Result<cnn_ops::CpuChoice> {
+    let ours = cnn_ops::CpuChoice::default();
+    Ok(match name {
+        "ours" => ours,
+        "no-winograd4x4" => cnn_ops::CpuChoice {
+            winograd_4x4: false,
+            ..ours
+        },
+        "no-winograd" => cnn_ops::CpuChoice {
+            winograd: false,
+            winograd_4x4: false,
+            ..ours
+        },
+        "candle" => cnn_ops::CpuChoice::candle(),
+        other => {
+            bail!("--kernels must be ours, no-winograd4x4, no-winograd or candle, got {other}")
+        }
+    })
 }
 
 fn parse_args() -> Result<Args> {
@@ -43,6 +68,7 @@ fn parse_args() -> Result<Args> {
     let (mut weights, mut batches, mut out_prefix, mut grads) = (None, None, None, None);
     let (mut steps, mut lr, mut dtype) = (1, 1e-3, DType::F32);
     let mut save_at = Vec::new();
+    let mut kernel_set = cnn_ops::CpuChoice::default();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -67,6 +93,7 @@ fn parse_args() -> Result<Args> {
             }
             "--out-prefix" => out_prefix = Some(value()?),
             "--grads" => grads = Some(PathBuf::from(value()?)),
+            "--kernels" => kernel_set = kernels(&value()?)?,
             other => bail!("unknown argument {other} (see the example's doc comment)"),
         }
     }
@@ -84,6 +111,7 @@ fn parse_args() -> Result<Args> {
         save_at,
         out_prefix: out_prefix.context("--out-prefix PREFIX is required")?,
         grads,
+        kernels: kernel_set,
     })
 }
 
@@ -141,6 +169,7 @@ fn save_grads(args: &Args, (x, y): &(Tensor, Tensor), path: &PathBuf) -> Result<
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    cnn_ops::set_cpu_choice(args.kernels);
     let device = Device::Cpu;
     let model = Model::with_dtype(&args.arch, args.classes, 0, &device, args.dtype)?;
     model.load_weights(&args.weights)?;

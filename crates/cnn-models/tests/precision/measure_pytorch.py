@@ -12,7 +12,7 @@ this loads them into torchvision's modules, runs float32 and float64 in eval and
 (dropout with one fixed mask in both types), and counts PyTorch's own ReLU decisions that
 differ between the types: where there are some, its figure for what lies upstream is a
 kink's, not a rounding's, and the script says so."""
-import os, sys, torch, torch.nn as nn, torchvision
+import os, sys, zlib, torch, torch.nn as nn, torchvision
 from safetensors.torch import load_file
 
 ARCHS = ["alexnet", "alexnet-d2l", "resnet18", "resnet34"]
@@ -59,7 +59,9 @@ def build(arch, weights, dtype):
     for name, mod in list(m.named_modules()):
         for child_name, child in list(mod.named_children()):
             if isinstance(child, nn.Dropout):
-                setattr(mod, child_name, FixedDropout(hash((name, child_name)) & 0xFFFF))
+                # crc32, not hash(): str hashes change from one Python process to the next.
+                seed = zlib.crc32(f"{name}.{child_name}".encode()) & 0xFFFF
+                setattr(mod, child_name, FixedDropout(seed))
             if isinstance(child, nn.ReLU):
                 child.inplace = False
     missing, unexpected = m.load_state_dict(weights, strict=False)
