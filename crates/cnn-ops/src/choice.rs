@@ -58,6 +58,67 @@ impl CpuChoice {
             simd: false,
         }
     }
+
+    /// The choice called `name` on the command lines of the bench and the examples (one of
+    /// [`CpuChoice::NAMES`]): `ours` is the default, `candle` candle's ops throughout,
+    /// `conv`, `conv-bn` and `conv-bn-relu` candle's with ours switched on one by one, and
+    /// `gemm-split`, `no-winograd`, `no-winograd4x4`, `no-taps`, `no-simd` the default with
+    /// one thing switched off.
+    pub fn named(name: &str) -> Option<Self> {
+        let (ours, candle) = (Self::default(), Self::candle());
+        Some(match name {
+            "ours" => ours,
+            "candle" => candle,
+            "conv" => Self {
+                conv: true,
+                ..candle
+            },
+            "conv-bn" => Self {
+                conv: true,
+                batch_norm: true,
+                ..candle
+            },
+            "conv-bn-relu" => Self {
+                linear: false,
+                ..ours
+            },
+            "gemm-split" => Self {
+                conv_split_batch: false,
+                ..ours
+            },
+            "no-winograd" => Self {
+                winograd: false,
+                ..ours
+            },
+            "no-winograd4x4" => Self {
+                winograd_4x4: false,
+                ..ours
+            },
+            "no-taps" => Self {
+                taps: false,
+                ..ours
+            },
+            "no-simd" => Self {
+                simd: false,
+                ..ours
+            },
+            _ => return None,
+        })
+    }
+
+    /// Every name [`CpuChoice::named`] knows.
+    pub const NAMES: [&'static str; 10] = [
+        "ours",
+        "candle",
+        "conv",
+        "conv-bn",
+        "conv-bn-relu",
+        "gemm-split",
+        "no-winograd",
+        "no-winograd4x4",
+        "no-taps",
+        "no-simd",
+    ];
 }
 
 const CONV: u16 = 1;
@@ -124,5 +185,26 @@ pub fn tune_candle_pool() {
     const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
     if std::env::var_os(VAR).is_none() {
         std::env::set_var(VAR, CANDLE_SPIN_LIMIT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_a_distinct_choice() {
+        let choices: Vec<CpuChoice> = CpuChoice::NAMES
+            .iter()
+            .map(|name| CpuChoice::named(name).unwrap_or_else(|| panic!("{name} unknown")))
+            .collect();
+        for (i, a) in choices.iter().enumerate() {
+            for b in &choices[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(CpuChoice::named("ours"), Some(CpuChoice::default()));
+        assert_eq!(CpuChoice::named("candle"), Some(CpuChoice::candle()));
+        assert_eq!(CpuChoice::named("winograd"), None);
     }
 }

@@ -15,8 +15,8 @@
 //! step named in `--save-at` every tensor (parameters and running statistics, torchvision's
 //! names and layout) is written to `PREFIX_stepK.safetensors`. `--grads FILE` also writes
 //! the gradients of the first step's loss (torchvision's names and layout), taken on a copy
-//! of the model so the steps themselves are untouched. `--kernels` picks the CPU kernels:
-//! `ours` (the default), `no-winograd4x4` (F(2x2, 3x3) where F(4x4, 3x3) would run),
+//! of the model so the steps themselves are untouched. `--kernels` picks the CPU kernels
+//! by a name of `cnn_ops::CpuChoice::named`, such as `ours` (the default), `no-winograd4x4` (F(2x2, 3x3) where F(4x4, 3x3) would run),
 //! `no-winograd` (im2col + GEMM for every convolution) or `candle` (candle's own ops), to
 //! tell one kernel's rounding from the rest.
 
@@ -43,22 +43,11 @@ struct Args {
 
 /// The kernel set `--kernels NAME` names.
 fn kernels(name: &str) -> Result<cnn_ops::CpuChoice> {
-    let ours = cnn_ops::CpuChoice::default();
-    Ok(match name {
-        "ours" => ours,
-        "no-winograd4x4" => cnn_ops::CpuChoice {
-            winograd_4x4: false,
-            ..ours
-        },
-        "no-winograd" => cnn_ops::CpuChoice {
-            winograd: false,
-            winograd_4x4: false,
-            ..ours
-        },
-        "candle" => cnn_ops::CpuChoice::candle(),
-        other => {
-            bail!("--kernels must be ours, no-winograd4x4, no-winograd or candle, got {other}")
-        }
+    cnn_ops::CpuChoice::named(name).with_context(|| {
+        format!(
+            "--kernels must be one of {}, got {name}",
+            cnn_ops::CpuChoice::NAMES.join(", ")
+        )
     })
 }
 

@@ -133,44 +133,7 @@ enum Baseline {
 
 impl Baseline {
     fn kernels(self) -> CpuChoice {
-        let candle = CpuChoice::candle();
-        match self {
-            Baseline::Ours => CpuChoice::default(),
-            Baseline::Candle => candle,
-            Baseline::Conv => CpuChoice {
-                conv: true,
-                ..candle
-            },
-            Baseline::ConvBn => CpuChoice {
-                conv: true,
-                batch_norm: true,
-                ..candle
-            },
-            Baseline::ConvBnRelu => CpuChoice {
-                linear: false,
-                ..CpuChoice::default()
-            },
-            Baseline::GemmSplit => CpuChoice {
-                conv_split_batch: false,
-                ..CpuChoice::default()
-            },
-            Baseline::NoWinograd => CpuChoice {
-                winograd: false,
-                ..CpuChoice::default()
-            },
-            Baseline::NoWinograd4x4 => CpuChoice {
-                winograd_4x4: false,
-                ..CpuChoice::default()
-            },
-            Baseline::NoTaps => CpuChoice {
-                taps: false,
-                ..CpuChoice::default()
-            },
-            Baseline::NoSimd => CpuChoice {
-                simd: false,
-                ..CpuChoice::default()
-            },
-        }
+        CpuChoice::named(kernels_name(self)).expect("every baseline's name is a CpuChoice name")
     }
 }
 
@@ -349,4 +312,16 @@ pub fn sgemm_gflops(steps: usize) -> Result<f64> {
     let b = Tensor::randn(0f32, 1., (m, m), &dev)?;
     let (t, _) = interleaved(steps.max(5), || Ok(a.matmul(&b)?), || Ok(a.clone()))?;
     Ok(2.0 * (m * m * m) as f64 / t / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_baseline_names_a_cpu_choice() {
+        for b in Baseline::value_variants() {
+            assert!(CpuChoice::named(kernels_name(*b)).is_some(), "{b:?}");
+        }
+    }
 }
