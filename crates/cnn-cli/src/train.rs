@@ -105,6 +105,13 @@ pub struct Args {
     /// Image loading threads [default: all cores].
     #[arg(long)]
     data_threads: Option<usize>,
+    /// CPU kernels: ours (the fastest measured), or ours with one kernel switched off, or
+    /// candle's own ops with ours switched on one by one (`cnn_ops::CpuChoice::named`): to
+    /// see whether a result depends on one kernel's rounding. Not saved with the run;
+    /// another choice on --resume continues it, but not bit for bit.
+    #[arg(long, default_value = "ours",
+          value_parser = clap::builder::PossibleValuesParser::new(cnn_ops::CpuChoice::NAMES))]
+    cpu_kernels: String,
     /// Training augmentation: none, flip (horizontal), crop-flip (RandomResizedCrop + flip).
     #[arg(long, value_enum, default_value_t = AugmentArg::None)]
     augment: AugmentArg,
@@ -191,6 +198,7 @@ const RESUMABLE: &[&str] = &[
     "device",
     "threads",
     "data_threads",
+    "cpu_kernels",
     "cache",
     "prefetch",
     "log_every",
@@ -267,6 +275,9 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     cfg.validate()?;
+    let kernels = cnn_ops::CpuChoice::named(&args.cpu_kernels)
+        .with_context(|| format!("--cpu-kernels {}: unknown", args.cpu_kernels))?;
+    cnn_ops::set_cpu_choice(kernels);
     let data = open_data(&cfg)?;
     cfg.num_classes = data.classes.len();
 
@@ -302,6 +313,9 @@ pub fn run(args: &Args, matches: &ArgMatches) -> anyhow::Result<()> {
                 .map_or(String::new(), |n| format!(" ({n} threads)")),
         )?;
         writeln!(out, "data: {}", data.description)?;
+        if kernels != cnn_ops::CpuChoice::default() {
+            writeln!(out, "CPU kernels: {} (not the default)", args.cpu_kernels)?;
+        }
         if cfg.backbone_lr_factor != 1.0 {
             let backbone = match cfg.backbone_lr_factor {
                 0.0 => "frozen (only the classifier trains)".to_string(),

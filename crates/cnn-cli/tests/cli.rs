@@ -528,6 +528,13 @@ fn errors_are_one_line() {
     let o = cnn(&["train", "--data", "synthetic", "--lr", "fast"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!stderr(&o).contains("panicked"));
+    let o = cnn(&["train", "--data", "synthetic", "--cpu-kernels", "fast"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("possible values: ours, candle"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
