@@ -105,9 +105,10 @@ pub struct Args {
     /// Image loading threads [default: all cores].
     #[arg(long)]
     data_threads: Option<usize>,
-    /// CPU kernels: ours (the fastest measured), or ours with one kernel switched off, or
-    /// candle's own ops with ours switched on one by one (`cnn_ops::CpuChoice::named`): to
-    /// see whether a result depends on one kernel's rounding. Not saved with the run;
+    /// CPU kernels: ours (the fastest measured), ours with one kernel switched off
+    /// (no-winograd, no-winograd4x4, no-taps, no-simd, gemm-split), candle's own ops
+    /// (candle), or steps between (conv, conv-bn, conv-bn-relu; `cnn_ops::CpuChoice::named`):
+    /// to see whether a result depends on one kernel's rounding. Not saved with the run;
     /// another choice on --resume continues it, but not bit for bit.
     #[arg(long, default_value = "ours",
           value_parser = clap::builder::PossibleValuesParser::new(cnn_ops::CpuChoice::NAMES))]

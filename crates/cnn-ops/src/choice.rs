@@ -59,11 +59,12 @@ impl CpuChoice {
         }
     }
 
-    /// The choice called `name` on the command lines of the bench and the examples (one of
-    /// [`CpuChoice::NAMES`]): `ours` is the default, `candle` candle's ops throughout,
-    /// `conv`, `conv-bn` and `conv-bn-relu` candle's with ours switched on one by one, and
-    /// `gemm-split`, `no-winograd`, `no-winograd4x4`, `no-taps`, `no-simd` the default with
-    /// one thing switched off.
+    /// The choice called `name` on command lines (`cnn train --cpu-kernels`, the bench, the
+    /// examples; one of [`CpuChoice::NAMES`]): `ours` is the default, `candle` candle's ops
+    /// throughout, `conv` and `conv-bn` candle's with our convolution (im2col + GEMM only)
+    /// and then our batch norm switched on, `conv-bn-relu` ours but candle's matmul for
+    /// linear layers, and `gemm-split`, `no-winograd`, `no-winograd4x4`, `no-taps`,
+    /// `no-simd` the default with that one thing switched off.
     pub fn named(name: &str) -> Option<Self> {
         let (ours, candle) = (Self::default(), Self::candle());
         Some(match name {

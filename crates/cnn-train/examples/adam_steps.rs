@@ -16,9 +16,10 @@
 //! names and layout) is written to `PREFIX_stepK.safetensors`. `--grads FILE` also writes
 //! the gradients of the first step's loss (torchvision's names and layout), taken on a copy
 //! of the model so the steps themselves are untouched. `--kernels` picks the CPU kernels
-//! by a name of `cnn_ops::CpuChoice::named`, such as `ours` (the default), `no-winograd4x4` (F(2x2, 3x3) where F(4x4, 3x3) would run),
-//! `no-winograd` (im2col + GEMM for every convolution) or `candle` (candle's own ops), to
-//! tell one kernel's rounding from the rest.
+//! by a name of `cnn_ops::CpuChoice::named`, such as `ours` (the default),
+//! `no-winograd4x4` (F(2x2, 3x3) where F(4x4, 3x3) would run), `no-winograd` (im2col +
+//! GEMM for every convolution) or `candle` (candle's own ops), to tell one kernel's
+//! rounding from the rest.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
