@@ -4,7 +4,9 @@ averages reset, momentum None: a plain mean over the pass). Tells how much of a 
 figure is its weights and how much the last steps' running statistics. Takes safetensors
 files with torchvision's names: this project's checkpoints (`.../model.safetensors`) or
 `torch_train.py --save`. Every model sees the same images in the same order. Prints
-`FILE<TAB>as trained %<TAB>recomputed %`. Needs the venv of
+`FILE<TAB>as trained %<TAB>recomputed %<TAB>staleness`, the last summed over BatchNorm
+layers: the RMS shift of the running mean in recomputed standard deviations plus the mean
+|log| of the running variance over the recomputed one. Needs the venv of
 ../../../shared/bench/torch_baseline.py; not part of CI.
 
     python recalibrate.py DATA ARCH --size 64 FILE..."""
@@ -43,11 +45,15 @@ for path in a.files:
     if missing or unexpected:
         raise SystemExit(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     as_trained = accuracy(model)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats(); m.momentum = None
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    trained = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    for m in bns:
+        m.reset_running_stats(); m.momentum = None
     model.train()
     with torch.no_grad():
         for x in train_batches:
             model(x)
-    print(f"{path}\t{as_trained:.2f}\t{accuracy(model):.2f}", flush=True)
+    staleness = sum(((mean - m.running_mean) / m.running_var.sqrt()).pow(2).mean().sqrt().item()
+                    + (var / m.running_var).log().abs().mean().item()
+                    for m, (mean, var) in zip(bns, trained))
+    print(f"{path}\t{as_trained:.2f}\t{accuracy(model):.2f}\t{staleness:.2f}", flush=True)
